@@ -1,0 +1,51 @@
+"""Reads for people and teams, always scoped to a merchant or a user."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import Invitation, Membership, Merchant, Role, User
+
+
+def memberships_for_user(user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("merchant").order_by("created_at")
+
+
+def membership_for(user: User, merchant_public_id: str | None) -> Membership | None:
+    """The user's membership at the chosen merchant, or their first one."""
+    memberships = memberships_for_user(user)
+    if merchant_public_id:
+        chosen = memberships.filter(merchant__public_id=merchant_public_id).first()
+        if chosen is not None:
+            return chosen
+    return memberships.first()
+
+
+def team_members(merchant: Merchant) -> QuerySet[Membership]:
+    return Membership.objects.filter(merchant=merchant).select_related("user").order_by("user__email")
+
+
+def team_member(merchant: Merchant, membership_id: int) -> Membership | None:
+    return team_members(merchant).filter(pk=membership_id).first()
+
+
+def pending_invitations(merchant: Merchant) -> QuerySet[Invitation]:
+    return (
+        Invitation.objects.filter(
+            merchant=merchant,
+            accepted_at__isnull=True,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("invited_by")
+        .order_by("-created_at")
+    )
+
+
+def invitation_for_merchant(merchant: Merchant, public_id: str) -> Invitation | None:
+    return Invitation.objects.filter(merchant=merchant, public_id=public_id).first()
+
+
+def owner_count(merchant: Merchant) -> int:
+    return Membership.objects.filter(merchant=merchant, role=Role.OWNER).count()
