@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django_otp.admin import OTPAdminSite
@@ -22,5 +23,8 @@ class PortalAdminSite(OTPAdminSite):
 
     def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         # One sign-in path for everyone: password, then the second factor.
+        user = request.user
+        if user.is_authenticated and user.is_verified() and not self.has_permission(request):
+            raise PermissionDenied("The admin is for platform administrators.")
         next_url = request.GET.get("next") or reverse("admin:index")
         return redirect_to_login(next_url, reverse("account_login"))

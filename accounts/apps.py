@@ -16,7 +16,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from accounts import signals  # noqa: F401  (connects audit receivers)
+        from accounts import schema, signals  # noqa: F401  (audit receivers, OpenAPI extension)
 
         post_migrate.connect(_sync_groups, dispatch_uid="accounts.sync_staff_groups")
 

@@ -11,7 +11,7 @@ from accounts.roles import STAFF_ROLES
 
 def navigation(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated or not user.is_verified():
+    if user is None or not user.is_authenticated or not getattr(user, "is_verified", lambda: False)():
         return {}
     membership = getattr(request, "membership", None)
     membership = membership if membership else None
