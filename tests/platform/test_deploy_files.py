@@ -1,0 +1,28 @@
+"""The deployment files describe what the README promises (Docker itself does not run here)."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.platform.helpers import ROOT
+
+
+def test_compose_runs_postgres_redis_web_worker_and_beat():
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(services)
+    assert "gunicorn" in services["web"]["command"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "fintech_portal", "worker"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "fintech_portal", "beat"]
+    env = services["web"]["environment"]
+    assert env["DEBUG"] == "0" and env["SECRET_KEY_FILE"].startswith("/run/secrets/")
+    assert "SECRET_KEY" not in env  # secrets come from files, never inline
+
+
+def test_dockerfile_runs_as_a_non_root_user():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert "deploy/gunicorn.conf.py" in dockerfile
