@@ -49,4 +49,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
     }
     if problems:
         return JsonResponse({"status": "unavailable", "reasons": problems}, status=503)
-    return JsonResponse({"status": "ok", "checks": {"database": "ok", "broker": "ok"}})
+    return JsonResponse(
+        {
+            "status": "ok",
+            "checks": {"database": "ok", "broker": "ok"},
+            # Informational: when beat and a worker last ran the heartbeat task.
+            "scheduler_last_heartbeat": _last_heartbeat(),
+        }
+    )
+
+
+def _last_heartbeat() -> str | None:
+    from django.core.cache import cache
+
+    from fintech_portal.tasks import HEARTBEAT_CACHE_KEY
+
+    try:
+        return cache.get(HEARTBEAT_CACHE_KEY)
+    except Exception:  # noqa: BLE001 - a cache outage must not fail readiness
+        return None

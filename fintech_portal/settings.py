@@ -136,8 +136,12 @@ else:
 # --- Celery -----------------------------------------------------------------------
 # Redis when REDIS_URL is set; otherwise an embedded SQLite broker (kombu's
 # SQLAlchemy transport) so `make run` needs no server and periodic jobs still fire.
-CELERY_BROKER_URL: str = REDIS_URL or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
-CELERY_RESULT_BACKEND: str = REDIS_URL or f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
+CELERY_BROKER_URL: str = env.str(
+    "CELERY_BROKER_URL", default=REDIS_URL or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+)
+CELERY_RESULT_BACKEND: str = env.str(
+    "CELERY_RESULT_BACKEND", default=REDIS_URL or f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
+)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -150,6 +154,13 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_RESULT_EXPIRES = timedelta(days=1)
+BEAT_HEARTBEAT_SECONDS: int = env.int("BEAT_HEARTBEAT_SECONDS", default=60)
+# Apps add their own entries from their settings blocks below; django-celery-beat
+# copies this into its tables, where admins can pause or retime them.
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "beat-heartbeat": {"task": "fintech_portal.beat_heartbeat", "schedule": BEAT_HEARTBEAT_SECONDS},
+    "clear-expired-sessions": {"task": "fintech_portal.clear_expired_sessions", "schedule": 3600},
+}
 
 # --- Authentication -----------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
