@@ -448,10 +448,10 @@ def second_factor_verify(*, user: User, code: str, purpose: str = "sign_in") -> 
         backup = BackupCodeDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
         if totp is None:
             raise ApplicationError("Set up an authenticator app first.")
-        for device in (totp, backup):
-            if device is None:
+        for candidate in (totp, backup):
+            if candidate is None:
                 continue
-            allowed, info = device.verify_is_allowed()
+            allowed, info = candidate.verify_is_allowed()
             if not allowed:
                 raise _throttled(info)
         is_totp_shaped = code.isdigit() and len(code) in (6, 8)
