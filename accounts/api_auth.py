@@ -1,11 +1,65 @@
-"""DRF authentication that honours the second factor."""
+"""DRF authentication and permissions for the merchant API.
+
+Two ways in: a merchant API key (``Authorization: Bearer fp_test_…``) or a
+browser session that has passed the second factor.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.authentication import SessionAuthentication
+from django.conf import settings
+from rest_framework import exceptions, permissions, throttling
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
 from rest_framework.request import Request
+
+from accounts.api_keys import InvalidApiKey, api_key_authenticate
+from accounts.models import ApiKey, Merchant, Role
+from security.context import client_ip
+
+
+class ApiKeyPrincipal:
+    """Who is calling when a request is authenticated by an API key."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+
+    def __init__(self, key: ApiKey) -> None:
+        self.api_key = key
+        self.merchant: Merchant = key.merchant
+        self.public_id = key.public_id
+        self.email = ""
+
+    def __str__(self) -> str:
+        return f"API key {self.api_key.display_prefix}…"
+
+    def is_verified(self) -> bool:
+        return True
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
+        header = get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise exceptions.AuthenticationFailed("Send your API key as 'Authorization: Bearer <key>'.")
+        try:
+            key = api_key_authenticate(token, ip=client_ip(request._request))
+        except InvalidApiKey as exc:
+            raise exceptions.AuthenticationFailed(exc.message) from exc
+        return ApiKeyPrincipal(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="fintech_portal"'
 
 
 class VerifiedSessionAuthentication(SessionAuthentication):
@@ -19,3 +73,50 @@ class VerifiedSessionAuthentication(SessionAuthentication):
         if not user.is_verified():
             return None
         return user, auth
+
+
+WRITE_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
+
+
+def api_merchant(request: Request) -> Merchant | None:
+    """The merchant an API request acts for: the key's, or the session's current one."""
+    if isinstance(request.auth, ApiKey):
+        return request.auth.merchant
+    membership = getattr(request._request, "membership", None)
+    return membership.merchant if membership else None
+
+
+class MerchantApiAccess(permissions.BasePermission):
+    """Reads need a merchant; writes need a write-scoped key or a write-capable role."""
+
+    message = "This API needs a merchant API key or a merchant team session."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if isinstance(request.auth, ApiKey):
+            if request.method not in permissions.SAFE_METHODS and request.auth.scope != ApiKey.Scope.WRITE:
+                raise exceptions.PermissionDenied("This API key is read-only; use a key with write scope.")
+            return True
+        membership = getattr(request._request, "membership", None)
+        if not request.user or not request.user.is_authenticated or not membership:
+            return False
+        if request.method not in permissions.SAFE_METHODS and membership.role not in WRITE_ROLES:
+            raise exceptions.PermissionDenied("Your role on this team is read-only.")
+        return True
+
+
+class ApiRateThrottle(throttling.SimpleRateThrottle):
+    """Per-key (or per-user) request budget; answers 429 with ``Retry-After``."""
+
+    scope = "api"
+
+    def get_rate(self) -> str:
+        return settings.API_RATE_LIMIT
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if isinstance(request.auth, ApiKey):
+            ident = f"key:{request.auth.pk}"
+        elif request.user and request.user.is_authenticated:
+            ident = f"user:{request.user.pk}"
+        else:
+            ident = f"ip:{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}

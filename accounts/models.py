@@ -270,3 +270,59 @@ class BackupCode(models.Model):
 
     def __str__(self) -> str:
         return f"backup code {self.pk} ({'used' if self.used_at else 'unused'})"
+
+
+class ApiKey(models.Model):
+    """A merchant's secret API key. Only a SHA-256 of the secret is stored.
+
+    The full key looks like ``fp_test_<lookup><secret>``; the first characters
+    after the mode (the lookup) are stored in clear to find the row and to show
+    the key in lists, the rest is never stored.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read only"
+        WRITE = "write", "Read and write"
+
+    class Mode(models.TextChoices):
+        TEST = "test", "Test"
+        LIVE = "live", "Live"
+
+    public_id = models.CharField(max_length=40, unique=True, default=public_id_default("key"), editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=80)
+    mode = models.CharField(max_length=4, choices=Mode.choices, default=Mode.TEST)
+    scope = models.CharField(max_length=5, choices=Scope.choices, default=Scope.READ)
+    lookup = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    created_by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    rotated_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="rotated_from"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["merchant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix}…)"
+
+    @property
+    def display_prefix(self) -> str:
+        return f"fp_{self.mode}_{self.lookup}"
+
+    def status_at(self, now: datetime) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and now >= self.expires_at:
+            return "expired"
+        return "active"
+
+    @property
+    def status(self) -> str:
+        return self.status_at(timezone.now())

@@ -1,7 +1,7 @@
 from allauth.account import views as allauth_views
 from django.urls import path, re_path
 
-from accounts import views, views_two_factor
+from accounts import views, views_developers, views_two_factor
 
 # Only the allauth flows we use: sign-in, sign-out, password change and reset.
 # Sign-up is closed (people join by invitation) and the second factor is ours.
@@ -49,4 +49,11 @@ team_patterns = [
     path("members/<int:membership_id>/role/", views.team_member_role, name="team_member_role"),
     path("members/<int:membership_id>/remove/", views.team_member_remove, name="team_member_remove"),
     path("invitations/<str:public_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
+]
+
+developer_patterns = [
+    path("", views_developers.developers, name="developers"),
+    path("keys/new/", views_developers.api_key_create, name="api_key_create"),
+    path("keys/<str:public_id>/rotate/", views_developers.api_key_rotate, name="api_key_rotate"),
+    path("keys/<str:public_id>/revoke/", views_developers.api_key_revoke, name="api_key_revoke"),
 ]

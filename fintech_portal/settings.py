@@ -306,14 +306,18 @@ SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000")
 # --- Django REST framework -------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.api_auth.ApiKeyAuthentication",
         "accounts.api_auth.VerifiedSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.api_auth.ApiRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "security.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# Requests per API key (or per signed-in user) per period: "<n>/<second|minute|hour|day>".
+API_RATE_LIMIT: str = env.str("API_RATE_LIMIT", default="100/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "fintech_portal API",
     "DESCRIPTION": "Merchant API: checkout sessions, payments and refunds.",

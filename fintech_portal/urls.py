@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from accounts import views as account_views
-from accounts.urls import team_patterns
+from accounts.urls import developer_patterns, team_patterns
 from fintech_portal import health
 
 urlpatterns = [
@@ -12,6 +12,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("accounts/", include("accounts.urls")),
     path("team/", include(team_patterns)),
+    path("developers/", include(developer_patterns)),
     path("invite/<str:token>/", account_views.invitation_accept, name="invitation_accept"),
     path("switch-merchant/", account_views.switch_merchant, name="switch_merchant"),
     path("", include("payments.urls")),

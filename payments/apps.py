@@ -9,4 +9,3 @@ class PaymentsConfig(AppConfig):
         from accounts.navigation import NavItem, register
 
         register(NavItem("Payments", "payments_list", "merchant", 20))
-        register(NavItem("Developers", "developers", "merchant", 40))

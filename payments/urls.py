@@ -13,13 +13,4 @@ urlpatterns = [
         ),
         name="payments_list",
     ),
-    path(
-        "developers/",
-        area_page(
-            title="Developers",
-            description="API keys and webhook endpoints for your integration will be managed here.",
-            merchant=True,
-        ),
-        name="developers",
-    ),
 ]

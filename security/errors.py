@@ -13,7 +13,6 @@ from django.contrib import messages
 from django.http import HttpRequest
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_default_handler
 
 
 class ApplicationError(Exception):
@@ -71,6 +70,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, ApplicationError):
         body = {"error": {"code": exc.code, "message": exc.message, **exc.extra}}
         return Response(body, status=exc.status_code)
+    # Imported here: rest_framework.views loads the authentication classes, which import us.
+    from rest_framework.views import exception_handler as drf_default_handler
+
     response = drf_default_handler(exc, context)
     if response is None:
         return None

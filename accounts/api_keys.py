@@ -1,0 +1,184 @@
+"""Merchant API keys: issue, authenticate, rotate with overlap, revoke."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import ApiKey, Merchant, Role, User
+from security import audit
+from security.errors import ApplicationError, PermissionDeniedError
+
+KEY_ALPHABET = string.ascii_letters + string.digits
+LOOKUP_LENGTH = 12
+SECRET_LENGTH = 32
+DEFAULT_LIFETIME_DAYS = 90
+LIFETIME_CHOICES_DAYS = (30, 90, 180, 365)
+ROTATION_OVERLAP = timedelta(hours=24)
+KEY_MANAGER_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str  # the full key; shown once, never stored
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(length))
+
+
+def hash_secret(full_key: str) -> str:
+    return hashlib.sha256(full_key.encode()).hexdigest()
+
+
+def _require_manager(actor: User, merchant: Merchant) -> None:
+    from accounts.models import Membership
+
+    membership = Membership.objects.filter(user=actor, merchant=merchant).first()
+    if membership is None or membership.role not in KEY_MANAGER_ROLES:
+        raise PermissionDeniedError("Only owners, admins and developers manage API keys.")
+
+
+def _new_key(
+    *, merchant: Merchant, name: str, mode: str, scope: str, lifetime_days: int, actor: User | None
+) -> IssuedKey:
+    lookup = _random(LOOKUP_LENGTH)
+    full = f"fp_{mode}_{lookup}{_random(SECRET_LENGTH)}"
+    now = timezone.now()
+    key = ApiKey.objects.create(
+        merchant=merchant,
+        name=name,
+        mode=mode,
+        scope=scope,
+        lookup=lookup,
+        secret_hash=hash_secret(full),
+        created_by=actor,
+        created_at=now,
+        expires_at=now + timedelta(days=lifetime_days),
+    )
+    return IssuedKey(key=key, secret=full)
+
+
+def api_key_create(
+    *,
+    actor: User,
+    merchant: Merchant,
+    name: str,
+    scope: str,
+    mode: str = ApiKey.Mode.TEST,
+    lifetime_days: int = DEFAULT_LIFETIME_DAYS,
+) -> IssuedKey:
+    """Create a key; the returned secret is the only time anyone sees it."""
+    name = name.strip()
+    if not name:
+        raise ApplicationError("Give the key a name so you can recognise it later.")
+    if scope not in ApiKey.Scope.values:
+        raise ApplicationError("Scope must be read or write.")
+    if mode not in ApiKey.Mode.values:
+        raise ApplicationError("Mode must be test or live.")
+    if lifetime_days not in LIFETIME_CHOICES_DAYS:
+        raise ApplicationError("Choose one of the offered lifetimes.")
+    with transaction.atomic():
+        merchant = Merchant.objects.select_for_update().get(pk=merchant.pk)
+        _require_manager(actor, merchant)
+        if mode == ApiKey.Mode.LIVE and merchant.status != Merchant.Status.ACTIVE:
+            raise ApplicationError(
+                "Live keys are available once your account is approved; use a test key for now."
+            )
+        issued = _new_key(
+            merchant=merchant, name=name, mode=mode, scope=scope, lifetime_days=lifetime_days, actor=actor
+        )
+        audit.record(
+            actor=actor,
+            action="api_key.created",
+            target=issued.key,
+            merchant=merchant,
+            details={"scope": scope, "mode": mode, "expires_in_days": lifetime_days},
+        )
+    return issued
+
+
+def api_key_rotate(*, actor: User, key: ApiKey, overlap: timedelta = ROTATION_OVERLAP) -> IssuedKey:
+    """Issue a replacement; the old key keeps working for ``overlap`` so clients can switch."""
+    with transaction.atomic():
+        old = ApiKey.objects.select_for_update().select_related("merchant").get(pk=key.pk)
+        _require_manager(actor, old.merchant)
+        if old.status != "active":
+            raise ApplicationError(f"This key is {old.status}; create a new one instead.")
+        if old.rotated_to_id:
+            raise ApplicationError("This key has already been rotated.")
+        lifetime = DEFAULT_LIFETIME_DAYS
+        issued = _new_key(
+            merchant=old.merchant,
+            name=old.name,
+            mode=old.mode,
+            scope=old.scope,
+            lifetime_days=lifetime,
+            actor=actor,
+        )
+        overlap_end = timezone.now() + overlap
+        old.expires_at = min(old.expires_at, overlap_end) if old.expires_at else overlap_end
+        old.rotated_to = issued.key
+        old.save(update_fields=["expires_at", "rotated_to"])
+        audit.record(
+            actor=actor,
+            action="api_key.rotated",
+            target=old,
+            merchant=old.merchant,
+            details={"replacement": issued.key.public_id, "old_key_expires_at": old.expires_at.isoformat()},
+        )
+    return issued
+
+
+def api_key_revoke(*, actor: User, key: ApiKey) -> ApiKey:
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().select_related("merchant").get(pk=key.pk)
+        _require_manager(actor, locked.merchant)
+        if locked.revoked_at:
+            raise ApplicationError("This key is already revoked.")
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+        audit.record(actor=actor, action="api_key.revoked", target=locked, merchant=locked.merchant)
+    return locked
+
+
+class InvalidApiKey(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def api_key_authenticate(raw: str, *, ip: str | None = None) -> ApiKey:
+    """The active key for a presented secret, or :class:`InvalidApiKey` with a reason."""
+    raw = (raw or "").strip()
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != "fp" or parts[1] not in ApiKey.Mode.values:
+        raise InvalidApiKey("That is not a fintech_portal API key.")
+    body = parts[2]
+    if len(body) != LOOKUP_LENGTH + SECRET_LENGTH:
+        raise InvalidApiKey("That is not a fintech_portal API key.")
+    key = ApiKey.objects.select_related("merchant").filter(lookup=body[:LOOKUP_LENGTH]).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(raw)):
+        raise InvalidApiKey("Invalid API key.")
+    now = timezone.now()
+    status = key.status_at(now)
+    if status == "revoked":
+        raise InvalidApiKey("This API key has been revoked.")
+    if status == "expired":
+        raise InvalidApiKey("This API key has expired. Create or rotate a key in Developers.")
+    if key.merchant.status == Merchant.Status.SUSPENDED:
+        raise InvalidApiKey("This merchant account is suspended.")
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        # At most one write a minute per key, whatever the request rate.
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip)
+        key.last_used_at = now
+    return key
