@@ -27,4 +27,30 @@
       window.print();
     }
   });
+
+  // <div data-progress-url="/…/progress.json"> with a <progress> and a [data-progress-text] inside:
+  // poll the JSON ({status, done, total, message}) once a second, reload when the job ends.
+  function poll(box) {
+    var url = box.getAttribute("data-progress-url");
+    var bar = box.querySelector("progress");
+    var text = box.querySelector("[data-progress-text]");
+    var tries = 0;
+    function tick() {
+      tries += 1;
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (job) {
+          if (bar && job.total) { bar.max = job.total; bar.value = job.done; }
+          if (text) { text.textContent = job.message || (job.done + " of " + job.total); }
+          if (job.status === "running" || job.status === "pending") {
+            if (tries < 3600) window.setTimeout(tick, 1000);
+          } else {
+            window.location.reload();
+          }
+        })
+        .catch(function () { if (tries < 3600) window.setTimeout(tick, 3000); });
+    }
+    tick();
+  }
+  document.querySelectorAll("[data-progress-url]").forEach(poll);
 })();
