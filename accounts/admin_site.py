@@ -17,6 +17,12 @@ class PortalAdminSite(OTPAdminSite):
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name=name)
 
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        from accounts.notices import admin_notices
+
+        context = {**(extra_context or {}), "platform_notices": admin_notices()}
+        return super().index(request, extra_context=context)
+
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user
         return bool(user.is_active and user.is_staff and user.is_verified())

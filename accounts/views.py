@@ -28,7 +28,10 @@ def home(request: HttpRequest) -> HttpResponse:
         roles = [
             STAFF_ROLES[n] for n in request.user.groups.values_list("name", flat=True) if n in STAFF_ROLES
         ]
-        return render(request, "accounts/staff_home.html", {"roles": roles})
+        from accounts.notices import admin_notices
+
+        notices = admin_notices() if request.user.is_superuser else []
+        return render(request, "accounts/staff_home.html", {"roles": roles, "notices": notices})
     return render(request, "accounts/no_team.html")
 
 

@@ -160,6 +160,7 @@ BEAT_HEARTBEAT_SECONDS: int = env.int("BEAT_HEARTBEAT_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "beat-heartbeat": {"task": "fintech_portal.beat_heartbeat", "schedule": BEAT_HEARTBEAT_SECONDS},
     "clear-expired-sessions": {"task": "fintech_portal.clear_expired_sessions", "schedule": 3600},
+    "remind-gateway-key-rotation": {"task": "payments.remind_gateway_key_rotation", "schedule": 6 * 3600},
 }
 
 # --- Authentication -----------------------------------------------------------------

@@ -9,3 +9,8 @@ class PaymentsConfig(AppConfig):
         from accounts.navigation import NavItem, register
 
         register(NavItem("Payments", "payments_list", "merchant", 20))
+
+        from accounts import notices
+        from payments import key_hygiene
+
+        notices.register("payments.gateway_keys", key_hygiene.admin_notices)
