@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, UnreadablePostError
 
+from security.logs import redact
 from security.pan import contains_card_number
 
 MESSAGE = (
@@ -45,6 +46,8 @@ def _walk_json(value: Any, path: str = "$") -> Iterator[tuple[str, str]]:
 
 def find_card_in_request(request: HttpRequest) -> tuple[str, str] | None:
     """``(where, name)`` of the first card number in the request, e.g. ``("form", "notes")``."""
+    if contains_card_number(unquote_plus(request.path), strict=True):
+        return "path", ""
     query = request.META.get("QUERY_STRING", "")
     if query and contains_card_number(unquote_plus(query), strict=True):
         for key, values in request.GET.lists():
@@ -115,6 +118,11 @@ class CardNumberGuardMiddleware:
         audit.record(
             actor=_identify(request),
             action="security.card_number_refused",
-            details={"method": request.method, "path": request.path[:200], "where": where, "field": name},
+            details={
+                "method": request.method,
+                "path": redact(request.path)[:200],
+                "where": where,
+                "field": name,
+            },
         )
         return HttpResponse(MESSAGE, status=400, content_type="text/plain; charset=utf-8")

@@ -473,6 +473,9 @@ class _Matches(Exact):
     def get_prep_lookup(self) -> Any:
         return blind_index(self.lhs.output_field.kind, self.rhs)
 
+    def get_rhs_op(self, connection: Any, rhs: Any) -> str:
+        return connection.operators["exact"] % rhs
+
     def as_sql(self, compiler: Any, connection: Any) -> Any:
         if self.rhs is None:
             return "1 = 0", []
