@@ -21,6 +21,7 @@ import contextvars
 import hashlib
 import ipaddress
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,27 +201,96 @@ def record(
     actor_id, actor_label = _actor_fields(actor)
     target_type, target_id = _target_fields(target)
     using = DEFAULT_DB_ALIAS
-    with transaction.atomic(using=using):
-        sequence, prev_hash = _advance_head(using)
-        event = AuditEvent(
-            sequence=sequence,
-            occurred_at=timezone.now(),
-            actor_id=actor_id,
-            actor_label=actor_label,
-            action=action[:100],
-            target_type=target_type,
-            target_id=target_id,
-            merchant_id=_merchant_id(merchant),
-            ip=_normalise_ip(ip if ip is not None else ctx.ip),
-            user_agent=(user_agent if user_agent is not None else ctx.user_agent)[:300],
-            details=json.loads(json.dumps(details or {}, default=str)),
-            prev_hash=prev_hash,
-        )
-        event.hash = compute_hash(event)
-        event.save(force_insert=True, using=using)
-        with connections[using].cursor() as cursor:
-            cursor.execute(_SET_HASH_SQL, [event.hash])
+    event = AuditEvent(
+        actor_id=actor_id,
+        actor_label=actor_label,
+        action=action[:100],
+        target_type=target_type,
+        target_id=target_id,
+        merchant_id=_merchant_id(merchant),
+        ip=_normalise_ip(ip if ip is not None else ctx.ip),
+        user_agent=(user_agent if user_agent is not None else ctx.user_agent)[:300],
+        details=json.loads(json.dumps(details or {}, default=str)),
+    )
+    connection = connections[using]
+    # No savepoint: an audit write that fails must fail the caller's whole action.
+    with transaction.atomic(using=using, savepoint=False):
+        if connection.vendor == "postgresql":
+            _append_pg(connection, event)
+        else:
+            event.sequence, event.prev_hash = _advance_head(using)
+            event.occurred_at = timezone.now()
+            event.hash = compute_hash(event)
+            event.save(force_insert=True, using=using)
+            with connection.cursor() as cursor:
+                cursor.execute(_SET_HASH_SQL, [event.hash])
     return event
+
+
+_EVENT_TABLE = AuditEvent._meta.db_table
+# PostgreSQL: one statement locks the head row, hashes the canonical JSON (built here with two
+# placeholders for the sequence and previous hash, filled in by the database), inserts the event
+# and moves the head. The lock is then held only for this statement and the commit.
+_APPEND_PG_SQL = f"""
+WITH head AS (
+    SELECT last_sequence + 1 AS seq, last_hash AS prev FROM {_HEAD_TABLE} WHERE id = {HEAD_ID} FOR UPDATE
+), hashed AS (
+    SELECT seq, prev, encode(sha256(convert_to(
+        replace(replace(%(template)s, %(seq_mark)s, seq::text), %(prev_mark)s, prev), 'UTF8')), 'hex') AS hash
+    FROM head
+), ins AS (
+    INSERT INTO {_EVENT_TABLE} (sequence, occurred_at, actor_id, actor_label, action, target_type, target_id,
+        merchant_id, ip, user_agent, details, prev_hash, hash)
+    SELECT seq, %(occurred_at)s, %(actor_id)s, %(actor_label)s, %(action)s, %(target_type)s, %(target_id)s,
+        %(merchant_id)s, %(ip)s::inet, %(user_agent)s, %(details)s::jsonb, prev, hash FROM hashed
+    RETURNING id, sequence, prev_hash, hash
+)
+UPDATE {_HEAD_TABLE} AS h SET last_sequence = ins.sequence, last_hash = ins.hash
+FROM ins WHERE h.id = {HEAD_ID}
+RETURNING ins.id, ins.sequence, ins.prev_hash, ins.hash
+"""  # noqa: S608 - constant table names; every value is a parameter
+
+
+def _append_pg(connection: Any, event: AuditEvent) -> None:
+    marker = secrets.token_hex(16)
+    seq_mark, prev_mark = f"@seq-{marker}@", f"@prev-{marker}@"
+    event.occurred_at = timezone.now()
+    event.sequence, event.prev_hash = 0, prev_mark
+    template = _payload(
+        sequence=seq_mark,  # type: ignore[arg-type]  # a string placeholder, filled in by the database
+        occurred_at=event.occurred_at, actor_id=event.actor_id, actor_label=event.actor_label,
+        action=event.action, target_type=event.target_type, target_id=event.target_id,
+        merchant_id=event.merchant_id, ip=event.ip, user_agent=event.user_agent, details=event.details,
+        prev_hash=prev_mark,
+    ).decode()  # fmt: skip
+    params = {
+        "template": template,
+        "seq_mark": f'"{seq_mark}"',
+        "prev_mark": prev_mark,
+        "occurred_at": event.occurred_at,
+        "actor_id": event.actor_id,
+        "actor_label": event.actor_label,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "merchant_id": event.merchant_id,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "details": json.dumps(event.details),
+    }
+    for attempt in range(2):
+        with connection.cursor() as cursor:
+            cursor.execute(_APPEND_PG_SQL, params)
+            row = cursor.fetchone()
+        if row is not None:
+            break
+        if attempt == 0:
+            _ensure_head(connection.alias)
+    else:
+        raise RuntimeError("The audit chain head is missing and could not be created.")
+    event.pk, event.sequence, event.prev_hash, event.hash = row
+    event._state.adding = False
+    event._state.db = connection.alias
 
 
 # --- The append-only guard ----------------------------------------------------------------------

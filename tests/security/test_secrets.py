@@ -199,7 +199,7 @@ def test_the_scanner_catches_each_kind_of_secret() -> None:
         "webhook": "whsec_" + secrets.token_hex(16),
         "aws": "AKIA" + "".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16)),
         "pem": "-----BEGIN " + "RSA PRIVATE KEY-----\nMIIE",
-        "assignment": f'DB_PASSWORD = "{secrets.token_urlsafe(32)}"',
+        "assignment": "DB_PASSWORD" + ' = "' + secrets.token_urlsafe(32) + '"',
     }
     for kind, text in planted.items():
         assert findings("planted.py", text), kind
