@@ -305,7 +305,7 @@ def request(
     if json is not None:
         body = jsonlib.dumps(json).encode()
         headers.setdefault("Content-Type", "application/json")
-    limit = int(max_bytes or getattr(settings, "OUTBOUND_MAX_RESPONSE_BYTES", 5 * 1024 * 1024))
+    limit: int = max_bytes or int(getattr(settings, "OUTBOUND_MAX_RESPONSE_BYTES", 5 * 1024 * 1024))
     max_redirects = int(getattr(settings, "OUTBOUND_MAX_REDIRECTS", 3))
     deadline = (
         time.monotonic()

@@ -99,7 +99,7 @@ def _rows(events: Any) -> Iterator[str]:
 
 @require_GET
 @permission_required("security.view_audit_log", raise_exception=True)
-def audit_log_export(request: HttpRequest) -> HttpResponse:
+def audit_log_export(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     form, events = _filtered(request)
     if form.is_bound and not form.is_valid():
         return HttpResponse("The filters are invalid; fix them on the audit log page.", status=400)
