@@ -13,9 +13,13 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from security.secrets import load_external_secrets
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
+# Secrets from AWS SSM Parameter Store / Secrets Manager, when configured, before anything is read.
+load_external_secrets()
 env = environ.FileAwareEnv()
 
 DEBUG: bool = env.bool("DEBUG", default=False)
@@ -68,6 +72,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "security.context.RequestContextMiddleware",
+    "security.card_guard.CardNumberGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -327,24 +332,42 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ----------------------------------------------------------------------------------
+# >>> PII-safe logging (security app, issue #3) >>>
+# Every handler runs security.logs.RedactingFilter first (a handler filter also sees records that
+# propagate from child loggers), so no handler ever formats card numbers, emails, IBANs, SSNs,
+# tokens, keys or passwords. Output is one JSON object per line (LOG_FORMAT=plain for humans).
 LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "redact": {"()": "security.logs.RedactingFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "security.logs.JSONFormatter"},
+        "plain": {"()": "security.logs.PlainFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain" if LOG_FORMAT == "plain" else "json",
+            "filters": ["redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "fintech_portal": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "security": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+# Celery must not replace these handlers with its own unfiltered ones.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# <<< PII-safe logging <<<
 
 # --- Project-specific ---------------------------------------------------------------------------
 # URL names reachable without signing in. Everything else requires a session
@@ -375,3 +398,31 @@ SEED_DEMO_ALLOWED: bool = DEBUG
 OFAC_SDN_PATH: str = env.str(
     "OFAC_SDN_PATH", default=str(BASE_DIR.parent / "shared" / "data" / "ofac-sdn.csv")
 )
+
+# === Security (issue #3): encryption keys, blind indexes, audit archive, outbound HTTP ============
+# Key-encryption keys: ordered "id:base64-of-32-bytes" entries; the first wraps new data keys, the
+# rest stay readable until `manage.py rotate_keys` has moved every data key off them.
+FIELD_ENCRYPTION_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Or AWS KMS: ordered "id:key-arn-or-alias" entries (take precedence over FIELD_ENCRYPTION_KEYS).
+FIELD_ENCRYPTION_KMS_KEYS: list[str] = env.list("FIELD_ENCRYPTION_KMS_KEYS", default=[])
+AWS_REGION: str = env.str("AWS_REGION", default="")
+FIELD_ENCRYPTION_KEY_CACHE_SECONDS: int = env.int("FIELD_ENCRYPTION_KEY_CACHE_SECONDS", default=60)
+FIELD_ENCRYPTION_MAX_FILE_BYTES: int = env.int("FIELD_ENCRYPTION_MAX_FILE_BYTES", default=25 * 1024 * 1024)
+# HMAC key for blind indexes (base64 of >= 32 random bytes), separate from the encryption keys.
+BLIND_INDEX_KEY: str = env.str("BLIND_INDEX_KEY", default="")
+BLIND_INDEX_PHONE_REGION: str = env.str("BLIND_INDEX_PHONE_REGION", default="GB")
+# Ed25519 private key (base64 of the 32-byte seed) that signs audit archives.
+AUDIT_ARCHIVE_SIGNING_KEY: str = env.str("AUDIT_ARCHIVE_SIGNING_KEY", default="")
+# Card-number guard: URL path prefixes it skips. Empty: it checks every request.
+CARD_GUARD_EXEMPT_PATH_PREFIXES: list[str] = []
+# Outbound HTTP (security.outbound): ports besides 443 that may be used, timeouts, size cap.
+OUTBOUND_ALLOWED_PORTS: list[int] = [int(p) for p in env.list("OUTBOUND_ALLOWED_PORTS", default=[])]
+OUTBOUND_CONNECT_TIMEOUT: float = env.float("OUTBOUND_CONNECT_TIMEOUT", default=3.0)
+OUTBOUND_READ_TIMEOUT: float = env.float("OUTBOUND_READ_TIMEOUT", default=10.0)
+OUTBOUND_MAX_RESPONSE_BYTES: int = env.int("OUTBOUND_MAX_RESPONSE_BYTES", default=5 * 1024 * 1024)
+OUTBOUND_MAX_REDIRECTS = 3
+OUTBOUND_CA_BUNDLE: str = env.str("OUTBOUND_CA_BUNDLE", default="")
+# Test-only: lets security.outbound reach 127.0.0.1 (plain HTTP, any port). Never set from the
+# environment; tests switch it on explicitly with the settings fixture.
+OUTBOUND_ALLOW_LOOPBACK_FOR_TESTS = False
+# === end Security ================================================================================

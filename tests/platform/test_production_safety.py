@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets
 
 from tests.platform.helpers import clean_env, manage
@@ -10,7 +12,13 @@ DEV_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
 
 
 def production_env(**overrides: str) -> dict[str, str]:
-    base = {"DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "portal.example.com"}
+    base = {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "portal.example.com",
+        "FIELD_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+        "BLIND_INDEX_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
     return clean_env(**{**base, **overrides})
 
 
