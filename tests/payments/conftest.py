@@ -1,8 +1,8 @@
 """Fixtures for the gateway layer: the vendors' HTTP APIs faked on 127.0.0.1, real SDKs above.
 
-* ``stripe_fake``: a fake server (one per test session), reset for each test;
-  inspect ``.requests`` to see what the SDK sent.
-* ``stripe_gateway``: our adapter pointed at the fake.
+* ``stripe_fake`` / ``braintree_fake``: a fake server (one per test session), reset
+  for each test; inspect ``.requests`` to see what the SDK sent.
+* ``stripe_gateway`` / ``braintree_gateway``: our adapters pointed at the fakes.
 * ``payment_request``: builds a :class:`PaymentRequest` with a fresh ``pay_...`` id.
 
 Keys are built at run time and are obviously fake.
@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from payments.gateways.base import PaymentRequest
+from payments.gateways.braintree import BraintreeGateway
 from payments.gateways.stripe import StripeGateway
 from security.ids import new_public_id
+from tests.fakes.braintree_fake import BraintreeFake
 from tests.fakes.stripe_fake import StripeFake
 
 STRIPE_SECRET_KEY = "sk_test_" + "x" * 8
@@ -56,6 +58,38 @@ def make_stripe_gateway(fake: StripeFake, **overrides: Any) -> StripeGateway:
 @pytest.fixture
 def stripe_gateway(stripe_fake: StripeFake) -> StripeGateway:
     return make_stripe_gateway(stripe_fake)
+
+
+@pytest.fixture(scope="session")
+def braintree_fake_server() -> Iterator[BraintreeFake]:
+    fake = BraintreeFake()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def braintree_fake(braintree_fake_server: BraintreeFake) -> BraintreeFake:
+    braintree_fake_server.reset()
+    return braintree_fake_server
+
+
+def make_braintree_gateway(fake: BraintreeFake, **overrides: Any) -> BraintreeGateway:
+    options: dict[str, Any] = {
+        "environment": "sandbox",
+        "merchant_id": fake.merchant_id,
+        "public_key": fake.public_key,
+        "private_key": fake.private_key,
+        "api_url": fake.url,
+        "timeout": 10,
+    }
+    options.update(overrides)
+    return BraintreeGateway(**options)
+
+
+@pytest.fixture
+def braintree_gateway(braintree_fake: BraintreeFake) -> BraintreeGateway:
+    return make_braintree_gateway(braintree_fake)
 
 
 @pytest.fixture
