@@ -3,6 +3,7 @@
 * ``stripe_fake`` / ``braintree_fake``: a fake server (one per test session), reset
   for each test; inspect ``.requests`` to see what the SDK sent.
 * ``stripe_gateway`` / ``braintree_gateway``: our adapters pointed at the fakes.
+* ``simulated_gateway``: the simulated gateway (uses the database).
 * ``payment_request``: builds a :class:`PaymentRequest` with a fresh ``pay_...`` id.
 
 Keys are built at run time and are obviously fake.
@@ -17,6 +18,7 @@ import pytest
 
 from payments.gateways.base import PaymentRequest
 from payments.gateways.braintree import BraintreeGateway
+from payments.gateways.simulated import SimulatedGateway
 from payments.gateways.stripe import StripeGateway
 from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
@@ -90,6 +92,13 @@ def make_braintree_gateway(fake: BraintreeFake, **overrides: Any) -> BraintreeGa
 @pytest.fixture
 def braintree_gateway(braintree_fake: BraintreeFake) -> BraintreeGateway:
     return make_braintree_gateway(braintree_fake)
+
+
+@pytest.fixture
+def simulated_gateway(db: None) -> SimulatedGateway:
+    return SimulatedGateway(
+        webhook_secrets=[WEBHOOK_SECRET, OLD_WEBHOOK_SECRET], site_url="http://testserver"
+    )
 
 
 @pytest.fixture
