@@ -133,6 +133,15 @@ def _currency(value: Any) -> str | None:
     return value.upper() if isinstance(value, str) and value else None
 
 
+def _without_secrets(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy fit to store: a PaymentIntent's client_secret lets a browser confirm it."""
+    return {
+        k: (_without_secrets(v) if isinstance(v, Mapping) else v)
+        for k, v in obj.items()
+        if k != "client_secret"
+    }
+
+
 def fraud_from_outcome(outcome: Mapping[str, Any] | None, *, provider: str = RADAR) -> FraudAssessment | None:
     if not outcome:
         return None
@@ -253,7 +262,7 @@ def payment_from_intent(
         charge_id=charge_id,
         created=_dt(intent.get("created")),
         client_secret=intent.get("client_secret"),
-        raw=dict(intent),
+        raw=_without_secrets(intent),
     )
 
 
@@ -321,7 +330,7 @@ def event_from_stripe(event: Mapping[str, Any], *, gateway: str = NAME) -> Gatew
         "object_id": obj.get("id") if isinstance(obj.get("id"), str) else None,
         "account": event.get("account") if isinstance(event.get("account"), str) else None,
         "livemode": bool(event.get("livemode")),
-        "raw": dict(event),
+        "raw": _without_secrets(event),
     }
     if event_type in PAYMENT_EVENT_TYPES and obj.get("object") == "payment_intent":
         payment = payment_from_intent(obj, gateway=gateway, merchant_account=common["account"])
@@ -725,7 +734,8 @@ class StripeGateway:
             params["reason"] = reason
         options = self._options(f"{refund_id}:refund", ref.merchant_account)
         try:
-            refund = self._client.v1.refunds.create(params, options)
+            refunds: Any = self._client.v1.refunds
+            refund = refunds.create(params, options)
         except stripe_sdk.StripeError as exc:
             raise gateway_error_from_stripe(exc) from exc
         return refund_from_stripe(refund.to_dict(), gateway=self.name)

@@ -96,7 +96,10 @@ class FakeServer:
 
         self._server = _ThreadingServer((self.host, self._requested_port), Handler)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=type(self).__name__, daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=type(self).__name__,
+            daemon=True,
         )
         self._thread.start()
         return self

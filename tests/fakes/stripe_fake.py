@@ -23,6 +23,7 @@ shaped and signed like Stripe's).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -303,6 +304,9 @@ class StripeFake(FakeServer):
 
         auth = request.header("authorization") or ""
         key = auth.removeprefix("Bearer ").strip()
+        if auth.startswith("Basic "):  # curl -u sk_test_...: works against Stripe too
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                key = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
         if not key.startswith(("sk_test_", "rk_test_")) or (self.api_keys and key not in self.api_keys):
             return self._error(_invalid("Invalid API Key provided.", status=401))
 

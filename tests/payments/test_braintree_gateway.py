@@ -64,6 +64,16 @@ def test_client_config_is_a_client_token_for_the_merchant_account(
     assert sent.params["client_token"]["merchant_account_id"] == "fake_usd"
 
 
+def test_a_client_token_for_an_unknown_merchant_account_is_a_clear_error(
+    braintree_gateway: BraintreeGateway, usd: MakeRequest
+) -> None:
+    request = usd(merchant_account="no_such_account")
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.client_config(request, braintree_gateway.create_payment(request))
+    assert info.value.message == "Payments are unavailable right now. Try again in a few minutes."
+    assert "Merchant account not found" in info.value.detail
+
+
 def test_a_sale_with_the_nonce_succeeds_and_is_submitted_for_settlement(
     braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -46,6 +47,7 @@ def test_a_valid_transaction_settled_notification_is_parsed(braintree_gateway: B
     assert event.payment is not None and event.payment.settled is True
     assert (event.amount, event.currency) == (10000, "USD")
     assert event.raw["notification"]["kind"] == "transaction_settled"
+    assert json.loads(json.dumps(event.raw)) == event.raw  # storable as JSON
 
 
 def test_the_same_notification_delivered_twice_has_the_same_event_id(

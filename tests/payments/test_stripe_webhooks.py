@@ -61,7 +61,18 @@ def test_a_valid_payment_intent_succeeded_event_is_parsed(
     assert (event.amount, event.currency) == (2500, "EUR")
     assert event.payment is not None and event.payment.amount_received == 2500
     assert event.raw["type"] == "payment_intent.succeeded"
+    assert json.loads(json.dumps(event.raw)) == event.raw  # storable as JSON
     assert event.livemode is False
+
+
+def test_client_secrets_never_reach_the_stored_payload(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake
+) -> None:
+    intent = _intent(client_secret="pi_" + "A" * 24 + "_secret_" + "c" * 8)
+    body, headers = stripe_fake.signed_event("payment_intent.succeeded", intent, WEBHOOK_SECRET)
+    event = stripe_gateway.parse_webhook(body, headers)
+    assert "_secret_" not in json.dumps(event.raw)
+    assert event.payment is not None and "_secret_" not in json.dumps(event.payment.raw)
 
 
 def test_header_names_are_case_insensitive(stripe_gateway: StripeGateway, stripe_fake: StripeFake) -> None:
