@@ -368,7 +368,7 @@ class SimulatedGateway:
 
     def complete_challenge(
         self, gateway_payment_id: str, *, approve: bool, merchant_account: str | None = None
-    ):
+    ) -> GatewayPayment:
         """The customer passed (``approve=True``) or failed the simulated 3D Secure challenge."""
         with transaction.atomic():
             row = self._locked(gateway_payment_id, merchant_account)
