@@ -394,6 +394,56 @@ PARTIAL_AUTH_URL_NAMES: frozenset[str] = frozenset(
         "two_factor_backup_codes",
     }
 )
+# --- Payment gateways (payments.gateways) ----------------------------------------------------------
+# The platform's gateway credentials come from the environment or <NAME>_FILE secret
+# files, never from the database. With none set, the simulated gateway is the default.
+STRIPE_SECRET_KEY: str = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY: str = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+# Comma-separated: the first signs simulated events; every one verifies (rotation).
+STRIPE_WEBHOOK_SECRET: str = env.str("STRIPE_WEBHOOK_SECRET", default="")
+BRAINTREE_ENVIRONMENT: str = env.str("BRAINTREE_ENVIRONMENT", default="sandbox")
+BRAINTREE_MERCHANT_ID: str = env.str("BRAINTREE_MERCHANT_ID", default="")
+BRAINTREE_PUBLIC_KEY: str = env.str("BRAINTREE_PUBLIC_KEY", default="")
+BRAINTREE_PRIVATE_KEY: str = env.str("BRAINTREE_PRIVATE_KEY", default="")
+# Test and benchmark overrides that point the SDKs at local fakes. Never with live keys.
+STRIPE_API_BASE: str = env.str("STRIPE_API_BASE", default="")
+BRAINTREE_API_URL: str = env.str("BRAINTREE_API_URL", default="")
+# The simulated gateway is always offered when no real gateway is configured; with
+# one configured, only when this is on (default: in DEBUG).
+PAYMENTS_SIMULATED_GATEWAY: bool = env.bool("PAYMENTS_SIMULATED_GATEWAY", default=DEBUG)
+
+
+def _check_gateway_settings() -> None:
+    problems = []
+    if bool(STRIPE_SECRET_KEY) != bool(STRIPE_PUBLISHABLE_KEY):
+        problems.append("set both STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY, or neither")
+    stripe_live = STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
+    if (
+        STRIPE_SECRET_KEY
+        and STRIPE_PUBLISHABLE_KEY
+        and stripe_live != STRIPE_PUBLISHABLE_KEY.startswith("pk_live_")
+    ):
+        problems.append("STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY must both be live or both be test keys")
+    if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET and not DEBUG:
+        problems.append("STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY when DEBUG is off")
+    if stripe_live and STRIPE_API_BASE:
+        problems.append("STRIPE_API_BASE must not be set with a live Stripe key")
+    braintree = [BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY]
+    if any(braintree) and not all(braintree):
+        problems.append(
+            "set all of BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY and BRAINTREE_PRIVATE_KEY, or none"
+        )
+    if BRAINTREE_ENVIRONMENT not in ("sandbox", "production"):
+        problems.append("BRAINTREE_ENVIRONMENT must be sandbox or production")
+    if BRAINTREE_ENVIRONMENT == "production" and BRAINTREE_API_URL:
+        problems.append("BRAINTREE_API_URL must not be set with BRAINTREE_ENVIRONMENT=production")
+    if problems:
+        raise ImproperlyConfigured("Payment gateway settings: " + "; ".join(problems) + ".")
+
+
+_check_gateway_settings()
+# --- End of payment gateways -----------------------------------------------------------------------
+
 SEED_DEMO_ALLOWED: bool = DEBUG
 OFAC_SDN_PATH: str = env.str(
     "OFAC_SDN_PATH", default=str(BASE_DIR.parent / "shared" / "data" / "ofac-sdn.csv")
