@@ -383,6 +383,12 @@ PUBLIC_URL_NAMES: frozenset[str] = frozenset(
         "healthz",
         "readyz",
         "api_schema",
+        "checkout_pay",
+        "checkout_return",
+        "checkout_done",
+        "checkout_simulated_3ds",
+        "webhook_stripe",
+        "webhook_braintree",
     }
 )
 # URL names a signed-in user reaches before the second factor is verified.

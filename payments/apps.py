@@ -9,6 +9,7 @@ class PaymentsConfig(AppConfig):
         from accounts.navigation import NavItem, register
 
         register(NavItem("Payments", "payments_list", "merchant", 20))
+        register(NavItem("Payment links", "payment_links", "merchant", 25))
 
         from accounts import notices
         from payments import key_hygiene

@@ -1,11 +1,101 @@
+"""Celery tasks for payments: they take ids, are idempotent, ack late and retry with backoff."""
+
 from __future__ import annotations
 
+import logging
+import urllib.request
+
 from celery import shared_task
+from django.conf import settings
 
 from payments import key_hygiene
+
+log = logging.getLogger("fintech_portal.payments")
+
+RETRY = {"max_retries": 12, "retry_backoff": 2, "retry_backoff_max": 600, "retry_jitter": True}
 
 
 @shared_task(name="payments.remind_gateway_key_rotation", acks_late=True, ignore_result=True)
 def remind_gateway_key_rotation() -> int:
     """Daily: record gateway secret sightings and email admins about keys older than 90 days."""
     return key_hygiene.gateway_secrets_remind()
+
+
+@shared_task(
+    bind=True, name="payments.apply_webhook_event", acks_late=True, ignore_result=True, max_retries=12
+)
+def apply_webhook_event(self, webhook_pk: int) -> str:  # noqa: ANN001
+    """Apply a stored webhook. Retries with backoff while the gateway (for a re-fetch) is down
+    or while the payment it names is not known yet; applying twice does nothing."""
+    from payments.gateways.base import GatewayError
+    from payments.services import PaymentNotFoundYet, webhook_apply
+
+    last_try = self.request.retries >= self.max_retries
+    try:
+        return webhook_apply(webhook_pk=webhook_pk, give_up_on_missing=last_try or self.request.retries >= 5)
+    except PaymentNotFoundYet as exc:
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
+    except GatewayError as exc:
+        if not exc.retryable or last_try:
+            from payments.models import WebhookEvent
+
+            WebhookEvent.objects.filter(pk=webhook_pk).update(status="failed", last_error=exc.message[:300])
+            raise
+        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 600)) from exc
+
+
+def _post_to_our_webhook(body: bytes, headers: dict[str, str]) -> int:
+    """POST a signed event to our own /webhooks/stripe/ (SITE_URL is our configuration, not user input)."""
+    url = settings.SITE_URL.rstrip("/") + "/webhooks/stripe/"
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("SITE_URL must be an http(s) URL")
+    headers = {**headers, "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return response.status
+
+
+@shared_task(
+    bind=True, name="payments.deliver_simulated_webhook", acks_late=True, ignore_result=True, **RETRY
+)
+def deliver_simulated_webhook(self, payment_pk: int) -> None:  # noqa: ANN001
+    """The simulated gateway sends the payment's current state to our webhook endpoint, like Stripe."""
+    from payments.gateways import registry
+    from payments.models import Payment
+
+    payment = Payment.objects.filter(pk=payment_pk, gateway="simulated").first()
+    if payment is None or not payment.gateway_payment_id:
+        return
+    gateway = registry.gateway_for("simulated")
+    body, headers = gateway.signed_payment_event(  # type: ignore[attr-defined]
+        payment.gateway_payment_id, merchant_account=payment.merchant_account or None
+    )
+    try:
+        _post_to_our_webhook(body, headers)
+    except OSError as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@shared_task(
+    bind=True, name="payments.deliver_simulated_refund_webhook", acks_late=True, ignore_result=True, **RETRY
+)
+def deliver_simulated_refund_webhook(self, refund_pk: int) -> None:  # noqa: ANN001
+    from payments.gateways import registry
+    from payments.models import Refund
+
+    refund = (
+        Refund.objects.select_related("payment").filter(pk=refund_pk, payment__gateway="simulated").first()
+    )
+    if refund is None or not refund.gateway_refund_id or not refund.payment.gateway_payment_id:
+        return
+    gateway = registry.gateway_for("simulated")
+    body, headers = gateway.signed_refund_event(  # type: ignore[attr-defined]
+        refund.payment.gateway_payment_id,
+        refund.gateway_refund_id,
+        merchant_account=refund.payment.merchant_account or None,
+        event_type="refund.updated",
+    )
+    try:
+        _post_to_our_webhook(body, headers)
+    except OSError as exc:
+        raise self.retry(exc=exc) from exc

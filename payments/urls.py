@@ -1,6 +1,7 @@
 from django.urls import path
 
 from accounts.areas import area_page
+from payments import views_checkout, views_links, views_payments, webhooks
 
 urlpatterns = [
     path(
@@ -13,4 +14,20 @@ urlpatterns = [
         ),
         name="payments_list",
     ),
+    path("payments/links/", views_links.links, name="payment_links"),
+    path("payments/links/<str:public_id>/", views_links.link_detail, name="payment_link_detail"),
+    path("payments/<str:public_id>/", views_payments.payment_detail, name="payment_detail"),
+    path("payments/<str:public_id>/refund/", views_payments.refund_create, name="payment_refund"),
+    path("payments/<str:public_id>/review/", views_payments.review_decide, name="payment_review_decide"),
+    # Public: customers pay here; gateways call the webhooks.
+    path("pay/<str:public_id>/", views_checkout.pay, name="checkout_pay"),
+    path("pay/<str:public_id>/return/", views_checkout.checkout_return, name="checkout_return"),
+    path("pay/<str:public_id>/done/", views_checkout.checkout_done, name="checkout_done"),
+    path(
+        "checkout/simulated/3ds/<str:intent_id>/",
+        views_checkout.simulated_challenge,
+        name="checkout_simulated_3ds",
+    ),
+    path("webhooks/stripe/", webhooks.stripe_webhook, name="webhook_stripe"),
+    path("webhooks/braintree/", webhooks.braintree_webhook, name="webhook_braintree"),
 ]

@@ -1,0 +1,71 @@
+"""Turn a normalised :class:`GatewayEvent` into JSON and back, losslessly.
+
+Webhooks are verified once, at ingestion; the stored normalised event is what
+the apply task works from, so it never needs the signature (or the gateway) again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from payments.gateways import base
+
+_CLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        base.GatewayEvent,
+        base.GatewayPayment,
+        base.GatewayRefund,
+        base.GatewayDispute,
+        base.GatewayFraudWarning,
+        base.CardDetails,
+        base.ThreeDSecure,
+        base.FraudAssessment,
+        base.NextAction,
+    )
+}
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {"__dc__": type(value).__name__}
+        for f in dataclasses.fields(value):
+            if f.name == "client_secret":
+                continue  # never stored
+            out[f.name] = _encode(getattr(value, f.name))
+        return out
+    if isinstance(value, datetime):
+        return {"__dt__": value.isoformat()}
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__dt__" in value and len(value) == 1:
+            return datetime.fromisoformat(value["__dt__"])
+        if "__dc__" in value:
+            cls = _CLASSES[value["__dc__"]]
+            names = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: _decode(v) for k, v in value.items() if k in names})
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def encode(event: base.GatewayEvent) -> dict[str, Any]:
+    return _encode(event)
+
+
+def decode(data: Mapping[str, Any]) -> base.GatewayEvent:
+    event = _decode(dict(data))
+    if not isinstance(event, base.GatewayEvent):
+        raise ValueError("stored webhook is not a GatewayEvent")
+    return event

@@ -1,0 +1,26 @@
+"""Payments models, one module per area; everything is importable from ``payments.models``."""
+
+from payments.models.core import (
+    CheckoutSession,
+    Customer,
+    Dispute,
+    Payment,
+    PaymentEvent,
+    PaymentSettings,
+    Refund,
+    WebhookEvent,
+)
+from payments.models.gateway_state import GatewaySecretSighting, SimulatedIntent
+
+__all__ = [
+    "CheckoutSession",
+    "Customer",
+    "Dispute",
+    "GatewaySecretSighting",
+    "Payment",
+    "PaymentEvent",
+    "PaymentSettings",
+    "Refund",
+    "SimulatedIntent",
+    "WebhookEvent",
+]

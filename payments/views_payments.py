@@ -1,0 +1,110 @@
+"""A payment's page: its timeline, refunds and disputes, and the refund form."""
+
+from __future__ import annotations
+
+import re
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Role
+from accounts.otp import require_recent_otp
+from accounts.permissions import merchant_member_required
+from payments import money, selectors, services
+from payments.forms import RefundForm
+from payments.gateways.base import GatewayError
+from payments.models import Payment
+from security.errors import ApplicationError
+from security.ids import new_public_id
+
+REFUNDERS = (Role.OWNER, Role.ADMIN)
+
+
+def _payment(request: HttpRequest, public_id: str) -> Payment:
+    payment = selectors.payment_for(request.membership.merchant, public_id)  # type: ignore[attr-defined]
+    if payment is None:
+        raise Http404("No such payment.")
+    return payment
+
+
+def _refund_id(value: str) -> str | None:
+    """The form's one-time refund id (makes a double submit idempotent), if well-formed."""
+    return value if re.fullmatch(r"re_[A-Za-z0-9]{24}", value or "") else None
+
+
+def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | None = None) -> dict:
+    can_refund = request.membership.role in REFUNDERS  # type: ignore[attr-defined]
+    return {
+        "payment": payment,
+        "timeline": selectors.payment_timeline(payment),
+        "refunds": selectors.refunds_for_payment(payment),
+        "disputes": payment.disputes.order_by("-created_at"),
+        "can_refund": can_refund
+        and payment.status == Payment.Status.SUCCEEDED
+        and payment.amount_refundable > 0,
+        "form": form or RefundForm(initial={"refund_id": new_public_id("re")}),
+        "refundable_display": money.format_minor(payment.amount_refundable, payment.currency),
+    }
+
+
+@merchant_member_required()
+def payment_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    payment = _payment(request, public_id)
+    return render(request, "payments/payment_detail.html", _detail_context(request, payment))
+
+
+@merchant_member_required(*REFUNDERS)
+@require_POST
+@require_recent_otp(minutes=5)
+def refund_create(request: HttpRequest, public_id: str) -> HttpResponse:
+    payment = _payment(request, public_id)
+    form = RefundForm(request.POST)
+    if form.is_valid():
+        raw = (form.cleaned_data["amount"] or "").strip()
+        try:
+            amount = money.to_minor(raw, payment.currency) if raw else None
+            refund = services.refund_create(
+                actor=request.user,
+                payment=payment,
+                amount=amount,
+                reason=form.cleaned_data["reason"],
+                refund_public_id=_refund_id(form.cleaned_data["refund_id"]),
+            )
+        except GatewayError as exc:
+            form.add_error(None, exc.user_message)
+        except ApplicationError as exc:
+            form.add_error(
+                "amount" if exc.code in ("invalid_amount", "amount_too_large") else None, exc.message
+            )
+        else:
+            messages.success(
+                request,
+                f"Refund of {money.format_minor(refund.amount, refund.currency)}: "
+                f"{refund.get_status_display().lower()}.",
+            )
+            return redirect("payment_detail", public_id=public_id)
+    payment.refresh_from_db()
+    return render(
+        request, "payments/payment_detail.html", _detail_context(request, payment, form), status=400
+    )
+
+
+@merchant_member_required(*REFUNDERS)
+@require_http_methods(["POST"])
+@require_recent_otp(minutes=5)
+def review_decide(request: HttpRequest, public_id: str) -> HttpResponse:
+    payment = _payment(request, public_id)
+    try:
+        services.payment_review_decide(
+            actor=request.user,
+            payment=payment,
+            approve=request.POST.get("decision") == "capture",
+            reason=request.POST.get("reason", ""),
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Decision recorded.")
+    return redirect("payment_detail", public_id=public_id)
