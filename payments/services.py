@@ -23,7 +23,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import Merchant, User
-from payments import events_codec, fraud, money
+from payments import events_codec, fraud, money, signals
 from payments.gateways import registry
 from payments.gateways.base import (
     ClientConfig,
@@ -472,6 +472,9 @@ def _transition(
         gateway_event_id=gateway_event_id,
         occurred_at=occurred_at,
     )
+    signals.payment_status_changed.send(
+        sender=Payment, payment=payment, previous=previous, status=to, source=source
+    )
     audit.record(
         actor=actor,
         action="payment.status_changed",
@@ -731,6 +734,7 @@ def refund_create(
             merchant=locked.merchant,
             details={"payment": locked.public_id, "amount": amount, "currency": locked.currency, "via": via},
         )
+        signals.refund_created.send(sender=Refund, refund=refund)
         if result.status != Refund.Status.PENDING:
             _refund_transition(
                 refund, result.status, failure_reason=result.failure_reason or "", source="gateway"
