@@ -777,6 +777,7 @@ def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", sou
         source=source,
         data={"refund": refund.public_id},
     )
+    signals.refund_status_changed.send(sender=Refund, refund=refund, previous=previous, status=to)
     audit.record(
         actor=None,
         action=f"refund.{to}",
