@@ -35,6 +35,10 @@ for _role in STAFF_ROLES:
     grant(_role, "accounts.access_staff_area")
 grant(SECURITY_OFFICER, "security.view_audit_log")
 grant(COMPLIANCE_SUPERVISOR, "security.view_audit_log")
+grant(SECURITY_OFFICER, "security.manage_keys")
+# Revealing a person's full personal data (each reveal needs a reason and is audited).
+grant(PRIVACY_OFFICER, "security.reveal_pii")
+grant(COMPLIANCE_SUPERVISOR, "security.reveal_pii")
 
 
 def declared_permissions(role: str) -> frozenset[str]:

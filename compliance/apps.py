@@ -11,3 +11,4 @@ class ComplianceConfig(AppConfig):
 
         register(NavItem("Privacy requests", "privacy_requests", "staff", 30, staff_roles=(PRIVACY_OFFICER,)))
         register(NavItem("Incidents", "incidents", "staff", 40, staff_roles=(SECURITY_OFFICER,)))
+        register(NavItem("Encryption keys", "key_management", "staff", 95, permission="security.manage_keys"))

@@ -2,6 +2,7 @@ from django.urls import path
 
 from accounts.areas import area_page
 from accounts.roles import PRIVACY_OFFICER, SECURITY_OFFICER
+from compliance import views_keys
 
 urlpatterns = [
     path(
@@ -23,5 +24,12 @@ urlpatterns = [
             staff_roles=(SECURITY_OFFICER,),
         ),
         name="incidents",
+    ),
+    path("security/keys/", views_keys.key_management, name="key_management"),
+    path("security/keys/rotate/", views_keys.key_rotation_start, name="key_rotation_start"),
+    path(
+        "security/keys/rotations/<int:pk>.json",
+        views_keys.key_rotation_progress,
+        name="key_rotation_progress",
     ),
 ]

@@ -139,6 +139,7 @@ class KeyRotation(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        permissions = [("manage_keys", "Can see encryption key status and start key rotation")]
 
     def __str__(self) -> str:
         return f"rotation to {self.target_kek_id}: {self.done}/{self.total} ({self.status})"

@@ -1,0 +1,81 @@
+"""Encryption keys: which KEK wraps how many data keys, and rotation with a progress bar."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.db import transaction
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.otp import require_recent_otp
+from security.errors import ApplicationError
+from security.keyring import KeyringError, get_keyring
+from security.models import DataKey, KeyRotation
+from security.rotation import rotation_start
+
+PERM = "security.manage_keys"
+
+
+@permission_required(PERM, raise_exception=True)
+@require_GET
+def key_management(request: HttpRequest) -> HttpResponse:
+    keyring = get_keyring()
+    by_kek = (
+        DataKey.objects.filter(shredded_at__isnull=True)
+        .values("kek_id")
+        .annotate(n=Count("id"))
+        .order_by("kek_id")
+    )
+    rotations = KeyRotation.objects.all()[:10]
+    running = next((r for r in rotations if r.status == KeyRotation.Status.RUNNING), None)
+    behind = sum(row["n"] for row in by_kek if row["kek_id"] != keyring.active_id)
+    return render(
+        request,
+        "compliance/keys.html",
+        {
+            "active_id": keyring.active_id,
+            "kek_ids": keyring.ids,
+            "by_kek": by_kek,
+            "rotations": rotations,
+            "running": running,
+            "behind": behind,
+            "shredded": DataKey.objects.filter(shredded_at__isnull=False).count(),
+        },
+    )
+
+
+@permission_required(PERM, raise_exception=True)
+@require_POST
+@require_recent_otp(minutes=5)
+def key_rotation_start(request: HttpRequest) -> HttpResponse:
+    from security.tasks import rotate_data_keys
+
+    try:
+        run = rotation_start(actor=request.user)
+    except (ApplicationError, KeyringError) as exc:
+        messages.error(request, getattr(exc, "message", str(exc)))
+        return redirect("key_management")
+    label = f"{request.user.email} (rotation #{run.pk})"
+    transaction.on_commit(lambda: rotate_data_keys.delay(label))
+    messages.success(
+        request, f"Rotation to key {run.target_kek_id!r} started: {run.total} data keys to re-wrap."
+    )
+    return redirect("key_management")
+
+
+@permission_required(PERM, raise_exception=True)
+@require_GET
+def key_rotation_progress(request: HttpRequest, pk: int) -> JsonResponse:
+    run = get_object_or_404(KeyRotation, pk=pk)
+    status = {"running": "running", "completed": "done"}.get(run.status, run.status)
+    return JsonResponse(
+        {
+            "status": status,
+            "done": run.done,
+            "total": run.total,
+            "message": f"{run.done} of {run.total} data keys re-wrapped ({run.percent}%)",
+        }
+    )

@@ -1,0 +1,62 @@
+"""Security officers see which key wraps what, and rotate with a progress bar."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from payments.services import customer_for_email
+from security.models import DataKey, KeyRotation
+from tests.conftest import make_user
+from tests.security.conftest import random_key
+
+pytestmark = pytest.mark.django_db
+
+OLD = f"old:{random_key()}"
+NEW = f"new:{random_key()}"
+
+
+@pytest.fixture
+def officer():
+    user = make_user("sec@platform.example.com")
+    user.groups.add(Group.objects.get(name="security_officer"))
+    return user
+
+
+def test_only_key_managers_open_the_page(verified_client, officer, owner):
+    assert verified_client(owner).get(reverse("key_management")).status_code == 403
+    assert verified_client(officer).get(reverse("key_management")).status_code == 200
+
+
+def test_rotation_runs_as_a_task_and_reports_progress(
+    verified_client, officer, tenant, settings, django_capture_on_commit_callbacks
+):
+    settings.FIELD_ENCRYPTION_KEYS = [OLD]
+    for i in range(3):
+        customer_for_email(merchant=tenant.merchant, email=f"p{i}@example.com")
+    settings.FIELD_ENCRYPTION_KEYS = [NEW, OLD]
+    client = verified_client(officer)
+    page = client.get(reverse("key_management")).content.decode()
+    assert "still wrapped by an older KEK" in page and "Rotate to new" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("key_rotation_start"))
+    assert response.status_code == 302
+    run = KeyRotation.objects.get()
+    assert run.status == KeyRotation.Status.COMPLETED
+    assert set(DataKey.objects.values_list("kek_id", flat=True)) == {"new"}
+    progress = client.get(reverse("key_rotation_progress", args=[run.pk])).json()
+    assert progress["status"] == "done" and progress["done"] == progress["total"] == run.total
+
+
+def test_starting_a_rotation_needs_a_fresh_code(verified_client, officer):
+    client = verified_client(officer)
+    session = client.session
+    session["otp_verified_at"] = int(time.time()) - 3600
+    session.save()
+    response = client.post(reverse("key_rotation_start"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("two_factor_step_up"))
+    assert not KeyRotation.objects.exists()
