@@ -101,6 +101,22 @@ def backup_codes(request: HttpRequest) -> HttpResponse:
     return render(request, "two_factor/backup_codes.html", {"codes": codes, "next": safe_next(request)})
 
 
+def _check_code(request: HttpRequest, purpose: str) -> tuple[CodeForm, int, bool]:
+    """Validate a posted code; on success the session is marked verified. Returns (form, status, ok)."""
+    form = CodeForm(request.POST or None)
+    if request.method != "POST" or not form.is_valid():
+        return form, 200 if request.method != "POST" else 400, False
+    try:
+        device = services.second_factor_verify(
+            user=request.user, code=form.cleaned_data["code"], purpose=purpose
+        )
+    except ApplicationError as exc:
+        form.add_error("code", exc.message)
+        return form, (429 if exc.status_code == 429 else 400), False
+    mark_verified(request, device)
+    return form, 200, True
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
 def verify(request: HttpRequest) -> HttpResponse:
@@ -109,18 +125,10 @@ def verify(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(safe_next(request))
     if not services.has_second_factor(user):
         return redirect(with_next("two_factor_enrol", safe_next(request)))
-    form = CodeForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            device = services.second_factor_verify(user=user, code=form.cleaned_data["code"])
-        except ApplicationError as exc:
-            form.add_error("code", exc.message)
-            status = exc.status_code if exc.status_code == 429 else 400
-        else:
-            mark_verified(request, device)
-            audit_signed_in(request)
-            return HttpResponseRedirect(safe_next(request))
+    form, status, ok = _check_code(request, "sign_in")
+    if ok:
+        audit_signed_in(request)
+        return HttpResponseRedirect(safe_next(request))
     return render(
         request, "two_factor/verify.html", {"form": form, "next": safe_next(request)}, status=status
     )
@@ -136,19 +144,9 @@ def audit_signed_in(request: HttpRequest) -> None:
 @require_http_methods(["GET", "POST"])
 def step_up(request: HttpRequest) -> HttpResponse:
     """Ask a verified user for a fresh code before a sensitive action."""
-    form = CodeForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            device = services.second_factor_verify(
-                user=request.user, code=form.cleaned_data["code"], purpose="step_up"
-            )
-        except ApplicationError as exc:
-            form.add_error("code", exc.message)
-            status = exc.status_code if exc.status_code == 429 else 400
-        else:
-            mark_verified(request, device)
-            return HttpResponseRedirect(safe_next(request))
+    form, status, ok = _check_code(request, "step_up")
+    if ok:
+        return HttpResponseRedirect(safe_next(request))
     return render(
         request,
         "two_factor/step_up.html",
@@ -161,20 +159,10 @@ def step_up(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def reenrol(request: HttpRequest) -> HttpResponse:
     """Replacing the authenticator needs a current code first."""
-    form = CodeForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        try:
-            device = services.second_factor_verify(
-                user=request.user, code=form.cleaned_data["code"], purpose="reenrol"
-            )
-        except ApplicationError as exc:
-            form.add_error("code", exc.message)
-            status = 400
-        else:
-            mark_verified(request, device)
-            request.session[REENROL_KEY] = int(time.time())
-            return redirect(with_next("two_factor_enrol", reverse("settings_security")))
+    form, status, ok = _check_code(request, "reenrol")
+    if ok:
+        request.session[REENROL_KEY] = int(time.time())
+        return redirect(with_next("two_factor_enrol", reverse("settings_security")))
     return render(request, "two_factor/reenrol.html", {"form": form}, status=status)
 
 
