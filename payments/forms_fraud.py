@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from django import forms
 
 from payments import money
-from payments.fraud_rules import MAX_ENTRIES, MAX_WINDOW_MINUTES, VELOCITY_DIMENSIONS
+from payments.fraud_rules import MAX_ENTRIES, MAX_WINDOW_MINUTES
 from payments.models import FraudRule
 from security.errors import ApplicationError
 
@@ -112,18 +112,19 @@ class VelocityForm(RuleForm):
     )
 
     dimension = forms.ChoiceField(
-        label="Per", choices=[(k, v.capitalize()) for k, v in VELOCITY_DIMENSIONS.items()]
+        label="Per", choices=[("email", "Customer email"), ("ip", "IP address"), ("card", "Card")]
     )
     measure = forms.ChoiceField(
         label="Measure",
-        choices=[("count", "Number of payments"), ("sum", "Total amount")],
+        choices=[("count", "Number of payment attempts"), ("sum", "Total amount authorised")],
         widget=forms.RadioSelect,
         initial="count",
     )
     limit = forms.CharField(
         label="Limit",
         max_length=24,
-        help_text="Fires above this: a number of payments, or an amount for a total (like 1000.00).",
+        help_text="Fires above this: a number of attempts (declined ones count), or an amount for a total "
+        "(like 1000.00; only money authorised or taken counts).",
     )
     currency = forms.CharField(
         label="Currency (totals only)",

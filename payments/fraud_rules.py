@@ -6,8 +6,9 @@ Kinds (``FraudRule.Kind``) and when each can fire:
 kind                fires when                                                    known
 ==================  ============================================================  ======================
 max_amount          the amount is over the limit (in the rule's currency)         before the card
-velocity            more than N payments (count) or more than an amount (sum)     email, IP: before;
-                    from one customer email, IP or card within a window           card: gateway result
+velocity            more than N payment attempts (count) or more than an amount   email, IP: before;
+                    authorised (sum) from one customer email, IP or card in a     card: gateway result
+                    window
 block_email         the customer's email is on the list (compared by blind        before the card
                     index: the list keeps digests and a masked hint only)
 block_ip            the customer's IP is in one of the CIDR ranges                before the card
@@ -43,13 +44,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Merchant, User
@@ -80,6 +81,8 @@ BEFORE_KINDS = frozenset({K.MAX_AMOUNT, K.VELOCITY, K.BLOCK_EMAIL, K.BLOCK_IP})
 AFTER_KINDS = frozenset({K.VELOCITY, K.COUNTRY_MISMATCH, K.BLOCK_CARD, K.BLOCK_BIN, K.RISK_LEVEL})
 # Statuses at which the gateway's result is final enough to judge the card.
 JUDGED = frozenset({S.REQUIRES_CAPTURE, S.SUCCEEDED})
+# What a velocity total adds up: payments authorised or captured.
+SPENT = (S.PROCESSING, S.REQUIRES_CAPTURE, S.SUCCEEDED)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _FINGERPRINT = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -448,9 +451,13 @@ def _fired(rule: FraudRule, detail: str, stage: str) -> dict[str, Any]:
     }
 
 
-def _velocity(rule: FraudRule, facts: Facts) -> str | None:
-    p = rule.parameters
-    dimension = p["dimension"]
+def velocity_queryset(parameters: dict[str, Any], facts: Facts) -> QuerySet[Payment] | None:
+    """The other payments a velocity rule counts (``None`` when the payment lacks the dimension).
+
+    Answered from an index: ``pay_merchant_customer``, ``pay_merchant_ip_created`` or
+    ``pay_merchant_card_created`` (equality on merchant and dimension, a range on created_at).
+    """
+    dimension = parameters["dimension"]
     qs = Payment.objects.filter(merchant_id=facts.merchant_id)
     if dimension == "email":
         if facts.customer_pk is None:
@@ -464,24 +471,33 @@ def _velocity(rule: FraudRule, facts: Facts) -> str | None:
         if not facts.card_fingerprint:
             return None
         qs = qs.filter(card_fingerprint=facts.card_fingerprint)
-    window = timedelta(minutes=p["window_minutes"])
+    window = timedelta(minutes=parameters["window_minutes"])
     qs = qs.filter(created_at__gt=facts.at - window, created_at__lte=facts.at)
     if facts.payment_pk is not None:
         qs = qs.exclude(pk=facts.payment_pk)
+    return qs
+
+
+def _velocity(rule: FraudRule, facts: Facts) -> str | None:
+    p = rule.parameters
+    dimension = p["dimension"]
+    qs = velocity_queryset(p, facts)
+    if qs is None:
+        return None
     per = VELOCITY_DIMENSIONS[dimension]
     words = _window_words(p["window_minutes"])
     if p["measure"] == "count":
-        total = (qs.aggregate(n=Count("id"))["n"] or 0) + 1
+        # Attempts: payments a card was tried on, whatever the outcome (card testing is mostly
+        # declines). Counting stops at the limit: a burst costs no more than the rule needs.
+        total = qs.filter(attempts__gt=0).order_by().values("pk")[: p["limit"]].count() + 1
         if total > p["limit"]:
             return f"{total} payments from this {per} in {words} (limit {p['limit']})"
         return None
     if p["currency"] != facts.currency:
         return None
+    # Money authorised or taken (a checkout merely opened, declined or canceled adds nothing).
     spent = (
-        qs.filter(currency=facts.currency)
-        .exclude(status__in=[S.FAILED, S.CANCELED])
-        .aggregate(total=Sum("amount"))["total"]
-        or 0
+        qs.filter(currency=facts.currency, status__in=SPENT).aggregate(total=Sum("amount"))["total"] or 0
     ) + facts.amount
     if spent > p["limit"]:
         return (
@@ -491,14 +507,24 @@ def _velocity(rule: FraudRule, facts: Facts) -> str | None:
     return None
 
 
+@lru_cache(maxsize=256)
+def _networks(ranges: tuple[str, ...]) -> tuple[tuple[int, int, int, str], ...]:
+    """Parsed once per list: (version, first address, last address, text) for each range."""
+    parsed = []
+    for text in ranges:
+        network = ipaddress.ip_network(text)
+        parsed.append((network.version, int(network.network_address), int(network.broadcast_address), text))
+    return tuple(parsed)
+
+
 def _in_ranges(ip: str, ranges: list[str]) -> str | None:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    for text in ranges:
-        network = ipaddress.ip_network(text)
-        if address.version == network.version and address in network:
+    value = int(address)
+    for version, first, last, text in _networks(tuple(ranges)):
+        if version == address.version and first <= value <= last:
             return text
     return None
 

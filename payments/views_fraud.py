@@ -49,7 +49,7 @@ def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
     form_class = FORMS.get(kind)
     if form_class is None:
         raise Http404("No such kind of rule.")
-    form = form_class(request.POST or None)
+    form = form_class(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             rule = fraud_rules.fraud_rule_create(
@@ -78,7 +78,7 @@ def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def rule_edit(request: HttpRequest, public_id: str) -> HttpResponse:
     rule = _rule(request, public_id)
-    form = FORMS[rule.kind](request.POST or None, rule=rule)
+    form = FORMS[rule.kind](request.POST if request.method == "POST" else None, rule=rule)
     if request.method == "POST" and form.is_valid():
         try:
             rule = fraud_rules.fraud_rule_update(
@@ -106,7 +106,11 @@ def rule_edit(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_POST
 def rule_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
     rule = _rule(request, public_id)
-    enable = request.POST.get("enabled") == "1"
+    wanted = request.POST.get("enabled")
+    if wanted not in ("0", "1"):
+        messages.error(request, "Say whether the rule should be enabled or disabled.")
+        return redirect("payments_fraud_rules")
+    enable = wanted == "1"
     rule = fraud_rules.fraud_rule_set_enabled(actor=request.user, rule=rule, enabled=enable)  # type: ignore[arg-type]
     messages.success(request, f"Rule “{rule.label}” {'enabled' if rule.enabled else 'disabled'}.")
     return redirect("payments_fraud_rules")

@@ -145,6 +145,34 @@ def test_velocity_only_counts_payments_inside_the_window(client, tenant):
     assert latest_payment(session).status == Payment.Status.SUCCEEDED
 
 
+def test_velocity_counts_card_attempts_and_totals_only_money_authorised(client, tenant):
+    client.get(f"/pay/{new_session(tenant).public_id}/")  # opened, never paid: not an attempt
+    declined = new_session(tenant, email="someone@example.com")
+    pay_from(client, declined, "pm_card_chargeDeclined")  # an attempt, but no money
+    add_rule(tenant, "velocity", "block", dimension="email", measure="count", limit=1, window_minutes=60)
+    add_rule(
+        tenant,
+        "velocity",
+        "block",
+        dimension="ip",
+        measure="sum",
+        currency="EUR",
+        limit=6000,
+        window_minutes=60,
+    )
+    session = new_session(tenant)
+    pay_from(client, session)
+    assert latest_payment(session).status == Payment.Status.SUCCEEDED
+    again = new_session(tenant, email="someone@example.com")
+    pay_from(client, again)
+    payment = latest_payment(again)
+    assert payment.status == Payment.Status.FAILED and payment.decline_code == "merchant_blocked"
+    assert {f["detail"] for f in payment.fraud_rules_fired} == {
+        "2 payments from this customer email in 1 hour (limit 1)",
+        "99.80 EUR from this IP address in 1 hour (limit 60.00 EUR)",
+    }
+
+
 def test_the_ip_country_from_the_proxy_header_is_stored_on_the_payment(client, tenant, settings):
     session = new_session(tenant)
     pay_from(client, session, country="gb")
