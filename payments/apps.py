@@ -10,6 +10,15 @@ class PaymentsConfig(AppConfig):
 
         register(NavItem("Payments", "payments_list", "merchant", 20))
         register(NavItem("Payment links", "payment_links", "merchant", 25))
+        register(
+            NavItem(
+                "Review queue", "payments_review_queue", "merchant", 21, merchant_roles=("owner", "admin")
+            )
+        )
+        register(NavItem("Disputes", "payments_disputes", "merchant", 22))
+        register(
+            NavItem("Fraud rules", "payments_fraud_rules", "merchant", 27, merchant_roles=("owner", "admin"))
+        )
 
         from accounts import notices
         from payments import key_hygiene

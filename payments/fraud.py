@@ -5,7 +5,8 @@ customer, IP), whether the payment may proceed (``allow``), must be held for
 a person's review (``review``: authorised with manual capture, then captured
 or canceled from the review queue) or is refused (``block``).
 ``after_gateway_result`` looks again once the gateway has answered (card,
-Radar risk) and puts held payments into the review queue.
+Radar risk) and puts held payments into the review queue. The rules
+themselves live in :mod:`payments.fraud_rules`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ ALLOW = Decision("allow")
 
 
 def before_payment(
-    *, merchant: Merchant, amount: int, currency: str, customer: Any, ip: str | None
+    *,
+    merchant: Merchant,
+    amount: int,
+    currency: str,
+    customer: Any,
+    ip: str | None,
+    ip_country: str = "",
 ) -> Decision:
     from payments import fraud_rules
 
     return fraud_rules.evaluate_before(
-        merchant=merchant, amount=amount, currency=currency, customer=customer, ip=ip
+        merchant=merchant, amount=amount, currency=currency, customer=customer, ip=ip, ip_country=ip_country
     )
 
 
@@ -40,3 +47,10 @@ def after_gateway_result(*, payment: Any) -> None:
     from payments import fraud_rules
 
     fraud_rules.evaluate_after(payment=payment)
+
+
+def describe_fired(fired: list[dict[str, Any]]) -> str:
+    """One line naming the rules that fired, for a payment's history."""
+    from payments import fraud_rules
+
+    return fraud_rules.summary(fired)

@@ -269,10 +269,13 @@ class CheckoutStart:
     client: ClientConfig
 
 
-def checkout_begin(*, session: CheckoutSession, customer_ip: str | None = None) -> CheckoutStart:
+def checkout_begin(
+    *, session: CheckoutSession, customer_ip: str | None = None, ip_country: str = ""
+) -> CheckoutStart:
     """Open (or reopen) the payment behind a checkout page and get the card form's configuration.
 
     The amount and currency always come from the session, never from the browser.
+    ``ip_country`` is the customer's country as a trusted proxy reported it (alpha-2).
     """
     with transaction.atomic():
         locked = _open_session(session.pk)
@@ -298,6 +301,7 @@ def checkout_begin(*, session: CheckoutSession, customer_ip: str | None = None) 
                 currency=locked.currency,
                 customer=locked.customer,
                 ip=customer_ip,
+                ip_country=ip_country,
             )
             payment = Payment.objects.create(
                 merchant=locked.merchant,
@@ -312,6 +316,7 @@ def checkout_begin(*, session: CheckoutSession, customer_ip: str | None = None) 
                 sca_mode="any" if pay_settings.require_sca else "automatic",
                 capture_method="manual" if decision.outcome == Payment.FraudOutcome.REVIEW else "automatic",
                 customer_ip=customer_ip,
+                ip_country=ip_country,
                 fraud_outcome=decision.outcome,
                 fraud_rules_fired=decision.fired,
             )
@@ -322,6 +327,14 @@ def checkout_begin(*, session: CheckoutSession, customer_ip: str | None = None) 
                 source="checkout",
                 message=f"Checkout opened for {money.format_minor(payment.amount, payment.currency)}",
             )
+            if decision.fired:
+                _history(
+                    payment,
+                    PaymentEvent.Kind.FRAUD,
+                    source="fraud_rules",
+                    message=f"Fraud rules: {decision.outcome}. {fraud.describe_fired(decision.fired)}",
+                    data={"rules": [f.get("rule_id") for f in decision.fired]},
+                )
             if decision.outcome == Payment.FraudOutcome.BLOCK:
                 _transition(
                     payment,
@@ -354,20 +367,26 @@ def checkout_confirm(
     session: CheckoutSession,
     payment_method: str,
     customer_ip: str | None = None,
+    ip_country: str = "",
     device_data: str | None = None,
     return_url: str | None = None,
 ) -> Payment:
     """Pay the session's open payment with a gateway token (Stripe pm_…, Braintree nonce)."""
     if not payment_method or len(payment_method) > 4096:
         raise ApplicationError("Choose a payment method.", code="missing_payment_method")
-    start = checkout_begin(session=session, customer_ip=customer_ip)
+    start = checkout_begin(session=session, customer_ip=customer_ip, ip_country=ip_country)
     payment = start.payment
     with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if locked.status in TERMINAL_PAYMENT or locked.status == S.PROCESSING:
             return locked
         locked.attempts += 1
-        locked.save(update_fields=["attempts"])
+        update = ["attempts"]
+        if ip_country and locked.ip_country != ip_country:
+            # Where the card is used counts: the customer may have moved since checkout opened.
+            locked.ip_country = ip_country
+            update.append("ip_country")
+        locked.save(update_fields=update)
     gateway = registry.gateway_for(payment.gateway)
     result = gateway.confirm_payment(
         payment_request_for(locked),
@@ -513,6 +532,7 @@ def _fields_from_gateway(payment: Payment, result: GatewayPayment) -> dict[str, 
         put("card_last4", (result.card.last4 or "")[:4] or None)
         put("card_country", (result.card.country or "")[:3] or None)
         put("card_fingerprint", (result.card.fingerprint or "")[:64] or None)
+        put("card_bin", (result.card.bin or "")[:8] or None)
     if result.three_d_secure and result.three_d_secure.result:
         put("three_d_secure", result.three_d_secure.result[:32])
     if result.fraud:
@@ -564,6 +584,9 @@ def payment_apply_gateway_state(
                 for name, value in fields.items():
                     setattr(locked, name, value)
                 locked.save(update_fields=[*fields.keys(), "updated_at"])
+                # The card or the risk assessment may arrive after the status (Stripe's webhooks
+                # do not expand the charge): the fraud rules look again.
+                fraud.after_gateway_result(payment=locked)
             return ApplyResult(True, "")
         if result.status not in PAYMENT_TRANSITIONS[locked.status]:
             _history(
@@ -604,45 +627,74 @@ def payment_refetch(*, payment: Payment, source: str = "refetch") -> ApplyResult
 # --- Review queue: capture or cancel held payments ---------------------------------------------
 
 
-def payment_review_decide(*, actor: User, payment: Payment, approve: bool, reason: str) -> Payment:
-    """A payment held for review is captured (approve) or canceled, with a reason."""
+def payment_review_decide(
+    *, actor: User, payment: Payment, approve: bool, reason: str, expect_status: str | None = None
+) -> Payment:
+    """A payment held for review is captured (approve) or canceled, with a reason.
+
+    A payment flagged after it had already succeeded is kept (approve) or refunded in full.
+    ``expect_status`` is the status the person saw: if the payment has moved since, nothing happens.
+    """
     reason = (reason or "").strip()
     if not reason:
         raise ApplicationError("Give a reason for the decision.", code="reason_required")
+    if len(reason) > 300:
+        raise ApplicationError("Keep the reason under 300 characters.", code="reason_too_long")
     with transaction.atomic():
         locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
         if locked.review_status != Payment.Review.PENDING:
             raise Conflict("This payment is not waiting for review.")
-        if locked.status != S.REQUIRES_CAPTURE:
+        if expect_status and locked.status != expect_status:
+            raise Conflict(
+                f"This payment is now {locked.get_status_display().lower()}: "
+                "look at it again before deciding."
+            )
+        if locked.status == S.SUCCEEDED:
+            if approve:
+                _review_close(locked, actor=actor, approve=True, message=f"Kept after review: {reason}")
+                return locked
+        elif locked.status != S.REQUIRES_CAPTURE:
             raise Conflict(
                 f"This payment is {locked.get_status_display().lower()} and cannot be reviewed now."
             )
+    if locked.status == S.SUCCEEDED:
+        # Refunded in full (whatever is left); the refund is audited on its own.
+        if locked.amount_refundable > 0:
+            refund_create(actor=actor, payment=locked, amount=None, reason=f"Fraud review: {reason}"[:300])
+        with transaction.atomic():
+            locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
+            if locked.review_status == Payment.Review.PENDING:
+                _review_close(locked, actor=actor, approve=False, message=f"Refunded after review: {reason}")
+        return locked
     gateway = registry.gateway_for(payment.gateway)
     ref = payment_ref_for(locked)
     result = gateway.capture_payment(ref) if approve else gateway.cancel_payment(ref)
     with transaction.atomic():
         locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
-        locked.review_status = Payment.Review.APPROVED if approve else Payment.Review.REJECTED
-        locked.save(update_fields=["review_status", "updated_at"])
-        _history(
+        _review_close(
             locked,
-            PaymentEvent.Kind.REVIEW,
+            actor=actor,
+            approve=approve,
             message=f"{'Captured' if approve else 'Canceled'} after review: {reason}",
-            source="user",
-            actor=actor,
-        )
-        audit.record(
-            actor=actor,
-            action="payment.review_approved" if approve else "payment.review_rejected",
-            target=locked,
-            merchant=locked.merchant,
-            details={"reason": reason[:200]},
         )
     payment_apply_gateway_state(payment=locked, result=result, source="user")
     if payment.gateway == "simulated":
         schedule_simulated_webhook(locked)
     locked.refresh_from_db()
     return locked
+
+
+def _review_close(payment: Payment, *, actor: User, approve: bool, message: str) -> None:
+    payment.review_status = Payment.Review.APPROVED if approve else Payment.Review.REJECTED
+    payment.save(update_fields=["review_status", "updated_at"])
+    _history(payment, PaymentEvent.Kind.REVIEW, message=message, source="user", actor=actor)
+    audit.record(
+        actor=actor,
+        action="payment.review_approved" if approve else "payment.review_rejected",
+        target=payment,
+        merchant=payment.merchant,
+        details={"reason": message[:200], "status": payment.status},
+    )
 
 
 # --- Refunds -------------------------------------------------------------------------------------

@@ -99,3 +99,21 @@ def deliver_simulated_refund_webhook(self, refund_pk: int) -> None:  # noqa: ANN
         _post_to_our_webhook(body, headers)
     except OSError as exc:
         raise self.retry(exc=exc) from exc
+
+
+@shared_task(bind=True, name="payments.cancel_blocked_payment", acks_late=True, ignore_result=True, **RETRY)
+def cancel_blocked_payment(self, payment_pk: int) -> str:  # noqa: ANN001
+    """Cancel at the gateway an authorised payment our fraud rules blocked on its result.
+
+    Idempotent (a payment no longer authorised is left alone); retries with backoff while the
+    gateway is unreachable, and asks a person (review queue) when it cannot be canceled.
+    """
+    from payments.fraud_rules import payment_cancel_blocked
+    from payments.gateways.base import GatewayError
+
+    try:
+        return payment_cancel_blocked(
+            payment_pk=payment_pk, final_attempt=self.request.retries >= self.max_retries
+        )
+    except GatewayError as exc:
+        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 600)) from exc

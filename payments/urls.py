@@ -1,7 +1,7 @@
 from django.urls import path
 
 from accounts.areas import area_page
-from payments import views_checkout, views_links, views_payments, webhooks
+from payments import views_checkout, views_disputes, views_fraud, views_links, views_payments, webhooks
 
 urlpatterns = [
     path(
@@ -16,6 +16,22 @@ urlpatterns = [
     ),
     path("payments/links/", views_links.links, name="payment_links"),
     path("payments/links/<str:public_id>/", views_links.link_detail, name="payment_link_detail"),
+    # Fraud rules, the review queue and disputes (before payments/<public_id>/, which would match them).
+    path("payments/review/", views_fraud.review_queue, name="payments_review_queue"),
+    path("payments/disputes/", views_disputes.disputes, name="payments_disputes"),
+    path("payments/fraud-rules/", views_fraud.rules_list, name="payments_fraud_rules"),
+    path("payments/fraud-rules/new/<str:kind>/", views_fraud.rule_create, name="payments_fraud_rule_create"),
+    path("payments/fraud-rules/<str:public_id>/", views_fraud.rule_edit, name="payments_fraud_rule_edit"),
+    path(
+        "payments/fraud-rules/<str:public_id>/toggle/",
+        views_fraud.rule_toggle,
+        name="payments_fraud_rule_toggle",
+    ),
+    path(
+        "payments/fraud-rules/<str:public_id>/delete/",
+        views_fraud.rule_delete,
+        name="payments_fraud_rule_delete",
+    ),
     path("payments/<str:public_id>/", views_payments.payment_detail, name="payment_detail"),
     path("payments/<str:public_id>/refund/", views_payments.refund_create, name="payment_refund"),
     path("payments/<str:public_id>/review/", views_payments.review_decide, name="payment_review_decide"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from payments import money, services
+from payments import countries, money, services
 from payments.gateways.base import GatewayError
 from payments.gateways.simulated import CARDS
 from payments.models import CheckoutSession, Payment
@@ -64,6 +65,12 @@ def _session(public_id: str) -> CheckoutSession:
     return session
 
 
+def _ip_country(request: HttpRequest) -> str:
+    """The customer's country from the trusted proxy's header (``PAYMENTS_IP_COUNTRY_HEADER``)."""
+    header = getattr(settings, "PAYMENTS_IP_COUNTRY_HEADER", "")
+    return countries.from_proxy_header(request.META.get(header)) if header else ""
+
+
 def _with_gateway_csp(response: HttpResponse, gateway: str) -> HttpResponse:
     extra = GATEWAY_CSP.get(gateway)
     if extra:
@@ -88,6 +95,7 @@ def _unavailable(request: HttpRequest, session: CheckoutSession, message: str, s
 def pay(request: HttpRequest, public_id: str) -> HttpResponse:
     session = _session(public_id)
     ip = client_ip(request)
+    ip_country = _ip_country(request)
     latest = session.payments.order_by("-created_at").first()
     if latest and latest.status in (
         Payment.Status.SUCCEEDED,
@@ -104,6 +112,7 @@ def pay(request: HttpRequest, public_id: str) -> HttpResponse:
                 session=session,
                 payment_method=method,
                 customer_ip=ip,
+                ip_country=ip_country,
                 device_data=request.POST.get("device_data") or None,
                 return_url=request.build_absolute_uri(reverse("checkout_return", args=[public_id])),
             )
@@ -121,7 +130,7 @@ def pay(request: HttpRequest, public_id: str) -> HttpResponse:
             else:
                 return _outcome_redirect(session, payment)
     try:
-        start = services.checkout_begin(session=session, customer_ip=ip)
+        start = services.checkout_begin(session=session, customer_ip=ip, ip_country=ip_country)
     except GatewayError as exc:
         return _unavailable(request, session, exc.user_message, 503)
     except ApplicationError as exc:

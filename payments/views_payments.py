@@ -20,6 +20,13 @@ from security.errors import ApplicationError
 from security.ids import new_public_id
 
 REFUNDERS = (Role.OWNER, Role.ADMIN)
+# The review form's buttons: (approve, the status the decision is meant for).
+REVIEW_DECISIONS: dict[str, tuple[bool, str]] = {
+    "capture": (True, Payment.Status.REQUIRES_CAPTURE),
+    "cancel": (False, Payment.Status.REQUIRES_CAPTURE),
+    "keep": (True, Payment.Status.SUCCEEDED),
+    "refund": (False, Payment.Status.SUCCEEDED),
+}
 
 
 def _payment(request: HttpRequest, public_id: str) -> Payment:
@@ -41,6 +48,7 @@ def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | N
         "timeline": selectors.payment_timeline(payment),
         "refunds": selectors.refunds_for_payment(payment),
         "disputes": payment.disputes.order_by("-created_at"),
+        "can_review": can_refund,
         "can_refund": can_refund
         and payment.status == Payment.Status.SUCCEEDED
         and payment.amount_refundable > 0,
@@ -96,12 +104,18 @@ def refund_create(request: HttpRequest, public_id: str) -> HttpResponse:
 @require_recent_otp(minutes=5)
 def review_decide(request: HttpRequest, public_id: str) -> HttpResponse:
     payment = _payment(request, public_id)
+    decision = REVIEW_DECISIONS.get(request.POST.get("decision", ""))
+    if decision is None:
+        messages.error(request, "Choose what to do with the payment.")
+        return redirect("payment_detail", public_id=public_id)
+    approve, expect_status = decision
     try:
         services.payment_review_decide(
             actor=request.user,
             payment=payment,
-            approve=request.POST.get("decision") == "capture",
+            approve=approve,
             reason=request.POST.get("reason", ""),
+            expect_status=expect_status,
         )
     except ApplicationError as exc:
         messages.error(request, exc.message)

@@ -171,6 +171,9 @@ class CardDetails:
     exp_month: int | None = None
     exp_year: int | None = None
     funding: str | None = None  # credit, debit, prepaid
+    bin: str | None = (
+        None  # the first 6 or 8 digits (issuer identification number), when the gateway gives it
+    )
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,7 @@ def payment_from_transaction(
             exp_month=int(m) if str(m := _get(card_obj, "expiration_month") or "").isdigit() else None,
             exp_year=int(y) if str(y := _get(card_obj, "expiration_year") or "").isdigit() else None,
             funding="debit" if _get(card_obj, "debit") == "Yes" else None,
+            bin=b if (b := str(_get(card_obj, "bin") or "")).isdigit() and len(b) in (6, 8) else None,
         )
     tds = _get(txn, "three_d_secure_info")
     three_d_secure = None

@@ -70,6 +70,7 @@ class SimulatedCard:
     outcome_reason: str | None = None
     network_status: str = "approved_by_network"
     seller_message: str = "Payment complete."
+    iin: str = "400000"  # the first six digits of Stripe's test card number
 
 
 def _declined(last4: str, code: str, decline_code: str) -> SimulatedCard:
@@ -100,8 +101,8 @@ _RADAR_BLOCK = SimulatedCard(
 
 # Stripe's test PaymentMethods (https://docs.stripe.com/testing) and what they do.
 CARDS: dict[str, SimulatedCard] = {
-    "pm_card_visa": SimulatedCard("visa", "4242"),
-    "pm_card_mastercard": SimulatedCard("mastercard", "4444"),
+    "pm_card_visa": SimulatedCard("visa", "4242", iin="424242"),
+    "pm_card_mastercard": SimulatedCard("mastercard", "4444", iin="555555"),
     "pm_card_chargeDeclined": _declined("0002", "card_declined", "generic_decline"),
     "pm_card_chargeDeclinedExpiredCard": _declined("0069", "expired_card", "expired_card"),
     "pm_card_chargeDeclinedInsufficientFunds": _declined("9995", "card_declined", "insufficient_funds"),
@@ -426,6 +427,7 @@ class SimulatedGateway:
                     "exp_year": 2034,
                     "fingerprint": hashlib.sha256(f"sim:{card.brand}:{card.last4}".encode()).hexdigest()[:16],
                     "funding": card.funding,
+                    "iin": card.iin,
                     "last4": card.last4,
                     "three_d_secure": {"result": three_d_secure, "version": "2.2.0"}
                     if three_d_secure

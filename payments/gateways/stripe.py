@@ -160,6 +160,11 @@ def fraud_from_outcome(outcome: Mapping[str, Any] | None, *, provider: str = RAD
     )
 
 
+def _bin(value: Any) -> str | None:
+    text = str(value or "")
+    return text if text.isdigit() and len(text) in (6, 8) else None
+
+
 def _card_from_charge(charge: Mapping[str, Any]) -> tuple[CardDetails | None, ThreeDSecure | None]:
     card = _dict(_dict(charge.get("payment_method_details")).get("card"))
     if not card:
@@ -172,6 +177,8 @@ def _card_from_charge(charge: Mapping[str, Any]) -> tuple[CardDetails | None, Th
         exp_month=_int(card.get("exp_month")),
         exp_year=_int(card.get("exp_year")),
         funding=card.get("funding"),
+        # Stripe does not normally return the card's IIN; the simulated gateway does.
+        bin=_bin(card.get("iin")),
     )
     tds = _dict(card.get("three_d_secure"))
     three_d_secure = None

@@ -10,12 +10,14 @@ from payments.models.core import (
     Refund,
     WebhookEvent,
 )
+from payments.models.fraud import FraudRule
 from payments.models.gateway_state import GatewaySecretSighting, SimulatedIntent
 
 __all__ = [
     "CheckoutSession",
     "Customer",
     "Dispute",
+    "FraudRule",
     "GatewaySecretSighting",
     "Payment",
     "PaymentEvent",

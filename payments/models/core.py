@@ -156,6 +156,9 @@ class Payment(models.Model):
     card_last4 = models.CharField(max_length=4, blank=True)
     card_country = models.CharField(max_length=3, blank=True)
     card_fingerprint = models.CharField(max_length=64, blank=True)
+    card_bin = models.CharField(
+        max_length=8, blank=True
+    )  # the first 6 or 8 digits, where the gateway gives them
     three_d_secure = models.CharField(max_length=32, blank=True)
     decline_code = models.CharField(max_length=64, blank=True)
     decline_message = models.CharField(max_length=300, blank=True)
@@ -194,6 +197,11 @@ class Payment(models.Model):
             models.Index(fields=["merchant", "customer", "-created_at"], name="pay_merchant_customer"),
             models.Index(fields=["merchant", "review_status"], name="pay_merchant_review"),
             models.Index(fields=["status", "updated_at"], name="pay_status_updated"),
+            # Fraud rules' velocity counts (per customer email uses pay_merchant_customer).
+            models.Index(fields=["merchant", "customer_ip", "created_at"], name="pay_merchant_ip_created"),
+            models.Index(
+                fields=["merchant", "card_fingerprint", "created_at"], name="pay_merchant_card_created"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,146 @@
+"""Merchant pages for fraud rules (owners and admins) and the review queue."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from accounts.models import Role
+from accounts.permissions import merchant_member_required
+from payments import fraud_rules, selectors
+from payments.forms_fraud import FORMS, RuleForm
+from payments.models import FraudRule
+from security import crypto
+
+RULE_EDITORS = (Role.OWNER, Role.ADMIN)
+REVIEWERS = (Role.OWNER, Role.ADMIN)
+PAGE = 50
+
+
+def _rule(request: HttpRequest, public_id: str) -> FraudRule:
+    rule = selectors.fraud_rule_for(request.membership.merchant, public_id)  # type: ignore[attr-defined]
+    if rule is None:
+        raise Http404("No such fraud rule.")
+    return rule
+
+
+def _apply_error(form: RuleForm, exc: fraud_rules.RuleInvalid) -> None:
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+@merchant_member_required(*RULE_EDITORS)
+def rules_list(request: HttpRequest) -> HttpResponse:
+    rules = list(selectors.fraud_rules_for(request.membership.merchant))  # type: ignore[attr-defined]
+    rows = [(rule, fraud_rules.describe(rule.kind, rule.parameters)) for rule in rules]
+    return render(
+        request,
+        "payments/fraud_rules.html",
+        {"rows": rows, "kinds": [(kind, FraudRule.Kind(kind).label) for kind in FORMS]},
+    )
+
+
+@merchant_member_required(*RULE_EDITORS)
+@require_http_methods(["GET", "POST"])
+def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
+    form_class = FORMS.get(kind)
+    if form_class is None:
+        raise Http404("No such kind of rule.")
+    form = form_class(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = fraud_rules.fraud_rule_create(
+                actor=request.user,  # type: ignore[arg-type]
+                merchant=request.membership.merchant,  # type: ignore[attr-defined]
+                kind=kind,
+                parameters=form.parameters(),
+                action=form.cleaned_data["action"],
+                label=form.cleaned_data["label"],
+                enabled=form.cleaned_data["enabled"],
+            )
+        except fraud_rules.RuleInvalid as exc:
+            _apply_error(form, exc)
+        else:
+            messages.success(request, f"Rule “{rule.label}” added.")
+            return redirect("payments_fraud_rules")
+    return render(
+        request,
+        "payments/fraud_rule_form.html",
+        {"form": form, "kind_label": FraudRule.Kind(kind).label, "rule": None},
+        status=400 if form.errors else 200,
+    )
+
+
+@merchant_member_required(*RULE_EDITORS)
+@require_http_methods(["GET", "POST"])
+def rule_edit(request: HttpRequest, public_id: str) -> HttpResponse:
+    rule = _rule(request, public_id)
+    form = FORMS[rule.kind](request.POST if request.method == "POST" else None, rule=rule)
+    if request.method == "POST" and form.is_valid():
+        try:
+            rule = fraud_rules.fraud_rule_update(
+                actor=request.user,  # type: ignore[arg-type]
+                rule=rule,
+                parameters=form.parameters(),
+                action=form.cleaned_data["action"],
+                label=form.cleaned_data["label"],
+                enabled=form.cleaned_data["enabled"],
+            )
+        except fraud_rules.RuleInvalid as exc:
+            _apply_error(form, exc)
+        else:
+            messages.success(request, f"Rule “{rule.label}” saved.")
+            return redirect("payments_fraud_rules")
+    return render(
+        request,
+        "payments/fraud_rule_form.html",
+        {"form": form, "kind_label": rule.get_kind_display(), "rule": rule},
+        status=400 if form.errors else 200,
+    )
+
+
+@merchant_member_required(*RULE_EDITORS)
+@require_POST
+def rule_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
+    rule = _rule(request, public_id)
+    wanted = request.POST.get("enabled")
+    if wanted not in ("0", "1"):
+        messages.error(request, "Say whether the rule should be enabled or disabled.")
+        return redirect("payments_fraud_rules")
+    enable = wanted == "1"
+    rule = fraud_rules.fraud_rule_set_enabled(actor=request.user, rule=rule, enabled=enable)  # type: ignore[arg-type]
+    messages.success(request, f"Rule “{rule.label}” {'enabled' if rule.enabled else 'disabled'}.")
+    return redirect("payments_fraud_rules")
+
+
+@merchant_member_required(*RULE_EDITORS)
+@require_http_methods(["GET", "POST"])
+def rule_delete(request: HttpRequest, public_id: str) -> HttpResponse:
+    rule = _rule(request, public_id)
+    if request.method == "POST":
+        fraud_rules.fraud_rule_delete(actor=request.user, rule=rule)  # type: ignore[arg-type]
+        messages.success(request, f"Rule “{rule.label}” deleted.")
+        return redirect("payments_fraud_rules")
+    return render(
+        request,
+        "payments/fraud_rule_delete.html",
+        {"rule": rule, "summary": fraud_rules.describe(rule.kind, rule.parameters)},
+    )
+
+
+@merchant_member_required(*REVIEWERS)
+def review_queue(request: HttpRequest) -> HttpResponse:
+    merchant = request.membership.merchant  # type: ignore[attr-defined]
+    paginator = Paginator(selectors.review_queue_for(merchant), PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    payments = list(page.object_list)
+    # Customers' emails are encrypted under their own keys: load the page's keys in one query.
+    crypto.preload_keys([p.customer for p in payments if p.customer is not None])
+    return render(
+        request,
+        "payments/review_queue.html",
+        {"page": page, "payments": payments, "now": timezone.now()},
+    )
