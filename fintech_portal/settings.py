@@ -168,6 +168,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "remind-gateway-key-rotation": {"task": "payments.remind_gateway_key_rotation", "schedule": 6 * 3600},
     "sweep-merchant-webhooks": {"task": "payments.sweep_merchant_webhooks", "schedule": 60},
     "purge-idempotency-keys": {"task": "payments.purge_idempotency_keys", "schedule": 3600},
+    "purge-merchant-webhook-log": {"task": "payments.purge_merchant_webhook_log", "schedule": 24 * 3600},
 }
 
 # --- Authentication -----------------------------------------------------------------

@@ -568,3 +568,27 @@ def webhook_deliveries_sweep(*, now: datetime | None = None) -> int:
     for pk in due:
         _enqueue(pk)
     return len(due)
+
+
+DELIVERY_LOG_RETENTION = timedelta(days=30)
+
+
+def webhook_deliveries_purge(*, now: datetime | None = None, batch: int = 2000) -> int:
+    """Delete finished deliveries (and their attempt log) older than 30 days. Returns how many."""
+    cutoff = (now or timezone.now()) - DELIVERY_LOG_RETENTION
+    finished = [
+        WebhookDelivery.Status.SUCCEEDED,
+        WebhookDelivery.Status.FAILED,
+        WebhookDelivery.Status.CANCELED,
+    ]
+    total = 0
+    while True:
+        ids = list(
+            WebhookDelivery.objects.filter(created_at__lt=cutoff, status__in=finished).values_list(
+                "pk", flat=True
+            )[:batch]
+        )
+        if not ids:
+            return total
+        WebhookDelivery.objects.filter(pk__in=ids).delete()
+        total += len(ids)

@@ -127,3 +127,11 @@ def purge_idempotency_keys() -> int:
     from payments.idempotency import idempotency_records_purge
 
     return idempotency_records_purge()
+
+
+@shared_task(name="payments.purge_merchant_webhook_log", acks_late=True, ignore_result=True)
+def purge_merchant_webhook_log() -> int:
+    """Daily: delete finished merchant webhook deliveries older than 30 days."""
+    from payments.merchant_webhooks import webhook_deliveries_purge
+
+    return webhook_deliveries_purge()

@@ -29,7 +29,7 @@ class EndpointForm(forms.Form):
         label="Endpoint URL",
         max_length=merchant_webhooks.MAX_URL_LENGTH,
         help_text="An https URL on your server, e.g. https://shop.example.com/hooks/fintech.",
-        widget=forms.URLInput(attrs={"inputmode": "url", "autocomplete": "off"}),
+        widget=forms.TextInput(attrs={"inputmode": "url", "autocomplete": "off", "spellcheck": "false"}),
     )
     description = forms.CharField(label="Description (optional)", max_length=200, required=False)
     event_types = forms.MultipleChoiceField(

@@ -198,3 +198,43 @@ def test_gets_ignore_the_header(tenant):
     key = key_for(tenant)
     assert call("GET", SESSIONS, key=key, idem="whatever").status_code == 200
     assert not IdempotencyRecord.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_with_one_key_create_one_session():
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises every writer on its database lock; the race is tested on PostgreSQL")
+    import threading
+
+    from tests.conftest import make_tenant
+
+    tenant = make_tenant("racer")
+    key = key_for(tenant)
+    barrier = threading.Barrier(6)
+    statuses: list[tuple[int, str]] = []
+    errors: list[str] = []
+
+    def attempt() -> None:
+        try:
+            barrier.wait(10)
+            response = call("POST", SESSIONS, key=key, body=BODY, idem="racing")
+            code = response.json().get("error", {}).get("code", "") if response.status_code != 201 else ""
+            statuses.append((response.status_code, code or response.get("Idempotent-Replayed", "first")))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert CheckoutSession.objects.filter(merchant=tenant.merchant).count() == 1
+    assert statuses.count((201, "first")) == 1
+    assert all(s in ((201, "first"), (201, "true"), (409, "idempotency_key_in_use")) for s in statuses), (
+        statuses
+    )

@@ -352,3 +352,16 @@ def test_the_sweeper_runs_every_minute_and_skips_deliveries_in_flight(tenant, re
     assert merchant_webhooks.webhook_deliveries_due() == []
     WebhookDelivery.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
     assert len(merchant_webhooks.webhook_deliveries_due()) == 1
+
+
+def test_finished_deliveries_are_kept_30_days(tenant, receiver):
+    register(tenant, receiver)
+    succeeded_payment(tenant)
+    succeeded_payment(tenant)
+    old, recent = WebhookDelivery.objects.order_by("id")
+    webhook_delivery_attempt(delivery_pk=old.pk)
+    webhook_delivery_attempt(delivery_pk=recent.pk)
+    WebhookDelivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    assert tasks.purge_merchant_webhook_log() == 1
+    assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert WebhookDeliveryAttempt.objects.count() == 1
