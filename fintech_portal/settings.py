@@ -166,6 +166,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "beat-heartbeat": {"task": "fintech_portal.beat_heartbeat", "schedule": BEAT_HEARTBEAT_SECONDS},
     "clear-expired-sessions": {"task": "fintech_portal.clear_expired_sessions", "schedule": 3600},
     "remind-gateway-key-rotation": {"task": "payments.remind_gateway_key_rotation", "schedule": 6 * 3600},
+    "sweep-merchant-webhooks": {"task": "payments.sweep_merchant_webhooks", "schedule": 60},
+    "purge-idempotency-keys": {"task": "payments.purge_idempotency_keys", "schedule": 3600},
+    "purge-merchant-webhook-log": {"task": "payments.purge_merchant_webhook_log", "schedule": 24 * 3600},
 }
 
 # --- Authentication -----------------------------------------------------------------
@@ -326,7 +329,18 @@ REST_FRAMEWORK = {
 API_RATE_LIMIT: str = env.str("API_RATE_LIMIT", default="100/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "fintech_portal API",
-    "DESCRIPTION": "Merchant API: checkout sessions, payments and refunds.",
+    "DESCRIPTION": (
+        "Merchant API: checkout sessions, payments and refunds.\n\n"
+        "Authenticate with a merchant API key from Developers (`Authorization: Bearer fp_test_…`); read "
+        "keys can only GET. A test key sees test-mode objects, a live key live ones. Amounts are integers "
+        "of minor units with an ISO 4217 currency; times are Unix timestamps. Lists are newest first, "
+        "paginated by cursor (`limit`, `starting_after`, `ending_before`; `has_more`, `next_cursor`). "
+        'Errors are JSON `{"error": {"code", "message", "fields"?}}` with a stable code. Every '
+        "POST accepts an `Idempotency-Key` header (24 hours). Requests are rate-limited per key "
+        "(429 with Retry-After).\n\n"
+        "Outgoing webhooks (Developers → Webhooks) are signed: `Fintech-Signature: t=<unix>,v1=<hex>`, "
+        "v1 = HMAC-SHA256(endpoint secret, `<t>.<raw body>`)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }

@@ -24,3 +24,7 @@ class PaymentsConfig(AppConfig):
         from payments import key_hygiene
 
         notices.register("payments.gateway_keys", key_hygiene.admin_notices)
+
+        from payments import merchant_webhooks
+
+        merchant_webhooks.connect_signals()

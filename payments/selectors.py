@@ -5,7 +5,17 @@ from __future__ import annotations
 from django.db.models import F, QuerySet
 
 from accounts.models import Merchant
-from payments.models import CheckoutSession, Dispute, FraudRule, Payment, PaymentEvent, Refund
+from payments.models import (
+    CheckoutSession,
+    Dispute,
+    FraudRule,
+    Payment,
+    PaymentEvent,
+    Refund,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
+    WebhookEndpoint,
+)
 
 
 def payments_for(merchant: Merchant) -> QuerySet[Payment]:
@@ -29,7 +39,7 @@ def disputes_for(merchant: Merchant) -> QuerySet[Dispute]:
 
 
 def checkout_sessions_for(merchant: Merchant) -> QuerySet[CheckoutSession]:
-    return CheckoutSession.objects.filter(merchant=merchant)
+    return CheckoutSession.objects.filter(merchant=merchant).select_related("customer")
 
 
 def disputes_open_for(merchant: Merchant) -> QuerySet[Dispute]:
@@ -61,3 +71,40 @@ def fraud_rules_for(merchant: Merchant) -> QuerySet[FraudRule]:
 
 def fraud_rule_for(merchant: Merchant, public_id: str) -> FraudRule | None:
     return fraud_rules_for(merchant).filter(public_id=public_id).first()
+
+
+def checkout_session_for(merchant: Merchant, public_id: str) -> CheckoutSession | None:
+    return checkout_sessions_for(merchant).filter(public_id=public_id).first()
+
+
+def refunds_for(merchant: Merchant) -> QuerySet[Refund]:
+    return Refund.objects.filter(merchant=merchant).select_related("payment")
+
+
+def refund_for(merchant: Merchant, public_id: str) -> Refund | None:
+    return refunds_for(merchant).filter(public_id=public_id).first()
+
+
+# --- Outgoing merchant webhooks ---------------------------------------------------------------
+
+
+def webhook_endpoints_for(merchant: Merchant) -> QuerySet[WebhookEndpoint]:
+    return WebhookEndpoint.objects.filter(merchant=merchant).order_by("-created_at", "-id")
+
+
+def webhook_endpoint_for(merchant: Merchant, public_id: str) -> WebhookEndpoint | None:
+    return webhook_endpoints_for(merchant).filter(public_id=public_id).first()
+
+
+def webhook_deliveries_for(endpoint: WebhookEndpoint) -> QuerySet[WebhookDelivery]:
+    return WebhookDelivery.objects.filter(endpoint=endpoint, merchant_id=endpoint.merchant_id).order_by(
+        "-created_at", "-id"
+    )
+
+
+def webhook_delivery_for(endpoint: WebhookEndpoint, public_id: str) -> WebhookDelivery | None:
+    return webhook_deliveries_for(endpoint).select_related("endpoint").filter(public_id=public_id).first()
+
+
+def webhook_delivery_attempts(delivery: WebhookDelivery) -> QuerySet[WebhookDeliveryAttempt]:
+    return WebhookDeliveryAttempt.objects.filter(delivery=delivery).order_by("-number")

@@ -117,3 +117,39 @@ def cancel_blocked_payment(self, payment_pk: int) -> str:  # noqa: ANN001
         )
     except GatewayError as exc:
         raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 600)) from exc
+
+
+# --- Merchant API and outgoing merchant webhooks ---------------------------------------------------
+
+
+@shared_task(name="payments.deliver_merchant_webhook", acks_late=True, ignore_result=True)
+def deliver_merchant_webhook(delivery_pk: int) -> str:
+    """One attempt at a merchant webhook delivery, if it is due. The service schedules the next
+    attempt (exponential backoff, up to three days); running twice, or early, does nothing."""
+    from payments.merchant_webhooks import webhook_delivery_attempt
+
+    return webhook_delivery_attempt(delivery_pk=delivery_pk).status
+
+
+@shared_task(name="payments.sweep_merchant_webhooks", acks_late=True, ignore_result=True)
+def sweep_merchant_webhooks() -> int:
+    """Every minute: enqueue deliveries that are due (heals lost or long-delayed messages)."""
+    from payments.merchant_webhooks import webhook_deliveries_sweep
+
+    return webhook_deliveries_sweep()
+
+
+@shared_task(name="payments.purge_idempotency_keys", acks_late=True, ignore_result=True)
+def purge_idempotency_keys() -> int:
+    """Hourly: forget API idempotency keys older than 24 hours."""
+    from payments.idempotency import idempotency_records_purge
+
+    return idempotency_records_purge()
+
+
+@shared_task(name="payments.purge_merchant_webhook_log", acks_late=True, ignore_result=True)
+def purge_merchant_webhook_log() -> int:
+    """Daily: delete finished merchant webhook deliveries older than 30 days."""
+    from payments.merchant_webhooks import webhook_deliveries_purge
+
+    return webhook_deliveries_purge()

@@ -1,7 +1,15 @@
 from django.urls import path
 
 from accounts.areas import area_page
-from payments import views_checkout, views_disputes, views_fraud, views_links, views_payments, webhooks
+from payments import (
+    views_checkout,
+    views_disputes,
+    views_fraud,
+    views_links,
+    views_payments,
+    views_webhooks,
+    webhooks,
+)
 
 urlpatterns = [
     path(
@@ -35,6 +43,33 @@ urlpatterns = [
     path("payments/<str:public_id>/", views_payments.payment_detail, name="payment_detail"),
     path("payments/<str:public_id>/refund/", views_payments.refund_create, name="payment_refund"),
     path("payments/<str:public_id>/review/", views_payments.review_decide, name="payment_review_decide"),
+    # Developers → Webhooks: the merchant's own endpoints (outgoing events).
+    path("developers/webhooks/", views_webhooks.endpoints, name="webhook_endpoints"),
+    path("developers/webhooks/new/", views_webhooks.endpoint_create, name="webhook_endpoint_create"),
+    path(
+        "developers/webhooks/<str:public_id>/", views_webhooks.endpoint_detail, name="webhook_endpoint_detail"
+    ),
+    # POST enabled=0 (disable) or enabled=1 (enable).
+    path(
+        "developers/webhooks/<str:public_id>/status/",
+        views_webhooks.endpoint_set_status,
+        name="webhook_endpoint_status",
+    ),
+    path(
+        "developers/webhooks/<str:public_id>/delete/",
+        views_webhooks.endpoint_delete,
+        name="webhook_endpoint_delete",
+    ),
+    path(
+        "developers/webhooks/<str:public_id>/deliveries/<str:delivery_id>/",
+        views_webhooks.delivery_detail,
+        name="webhook_delivery_detail",
+    ),
+    path(
+        "developers/webhooks/<str:public_id>/deliveries/<str:delivery_id>/resend/",
+        views_webhooks.delivery_resend,
+        name="webhook_delivery_resend",
+    ),
     # Public: customers pay here; gateways call the webhooks.
     path("pay/<str:public_id>/", views_checkout.pay, name="checkout_pay"),
     path("pay/<str:public_id>/return/", views_checkout.checkout_return, name="checkout_return"),

@@ -1,5 +1,6 @@
 """Payments models, one module per area; everything is importable from ``payments.models``."""
 
+from payments.models.api import IdempotencyRecord
 from payments.models.core import (
     CheckoutSession,
     Customer,
@@ -10,6 +11,7 @@ from payments.models.core import (
     Refund,
     WebhookEvent,
 )
+from payments.models.endpoints import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from payments.models.fraud import FraudRule
 from payments.models.gateway_state import GatewaySecretSighting, SimulatedIntent
 
@@ -19,10 +21,14 @@ __all__ = [
     "Dispute",
     "FraudRule",
     "GatewaySecretSighting",
+    "IdempotencyRecord",
     "Payment",
     "PaymentEvent",
     "PaymentSettings",
     "Refund",
     "SimulatedIntent",
+    "WebhookDelivery",
+    "WebhookDeliveryAttempt",
+    "WebhookEndpoint",
     "WebhookEvent",
 ]

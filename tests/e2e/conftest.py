@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from django_otp.oath import TOTP
 
+from tests.payments.webhook_helpers import dns, receiver, receiver_server  # noqa: F401 - merchant webhook fixtures
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",

@@ -23,6 +23,7 @@ from payments.gateways.stripe import StripeGateway
 from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.fakes.stripe_fake import StripeFake
+from tests.payments.webhook_helpers import dns, receiver, receiver_server  # noqa: F401 - merchant webhook fixtures
 
 STRIPE_SECRET_KEY = "sk_test_" + "x" * 8
 STRIPE_PUBLISHABLE_KEY = "pk_test_" + "x" * 8
