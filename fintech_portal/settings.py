@@ -147,6 +147,9 @@ CELERY_BROKER_URL: str = env.str(
 CELERY_RESULT_BACKEND: str = env.str(
     "CELERY_RESULT_BACKEND", default=REDIS_URL or f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
 )
+# The embedded database, broker and result store live in var/; create it on a fresh checkout.
+if any("sqlite" in url for url in (DATABASES["default"]["ENGINE"], CELERY_BROKER_URL, CELERY_RESULT_BACKEND)):
+    VAR_DIR.mkdir(exist_ok=True)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
