@@ -215,7 +215,10 @@ def test_sale_outcome(world: BraintreeWorld, case: SaleCase) -> None:
     else:
         assert response.status_code == 400
         page = text(response)
-        assert case.customer_message in page and "Try another card, or contact Alpha Shop" in page
+        assert (
+            case.customer_message in page
+            and "Pay with another card, or contact Alpha Shop if this keeps happening." in page
+        )
         assert webhooks_received() == []
 
     payment.refresh_from_db()

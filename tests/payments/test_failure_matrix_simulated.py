@@ -129,7 +129,9 @@ def test_card_outcome(shop, payment_method, status, event_type, decline_code, me
         assert "Payment successful" in text(browser.get(response["Location"]))
     else:
         assert response.status_code == 400
-        assert message in text(response) and "Try another card, or contact Alpha Shop" in text(response)
+        assert message in text(
+            response
+        ) and "Pay with another card, or contact Alpha Shop if this keeps happening." in text(response)
 
     # The gateway's webhook came back through Celery and HTTP, and was applied once.
     assert webhooks_received() == [(event_type, APPLIED)]

@@ -192,7 +192,7 @@ def test_card_outcome(world: StripeWorld, case: CardCase) -> None:
         assert response.status_code == 400
         page = text(response)
         assert case.customer_message in page
-        assert "Try another card, or contact Alpha Shop" in page
+        assert "Pay with another card, or contact Alpha Shop if this keeps happening." in page
 
     # Stripe's webhook for the same outcome arrives and is applied once, changing nothing more.
     before = history(payment)
