@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Sum
 
 from accounts.models import Merchant
 from payments.models import (
@@ -32,6 +32,22 @@ def payment_timeline(payment: Payment) -> QuerySet[PaymentEvent]:
 
 def refunds_for_payment(payment: Payment) -> QuerySet[Refund]:
     return Refund.objects.filter(payment=payment).select_related("created_by").order_by("-created_at")
+
+
+def payment_refund_available(payment: Payment) -> int:
+    """What a refund may still take now: captured, less refunds that succeeded or are still pending.
+
+    The same sum ``services.refund_create`` enforces, so the refund form never offers more than
+    the service accepts.
+    """
+    totals = dict(
+        Refund.objects.filter(payment=payment, status__in=[Refund.Status.SUCCEEDED, Refund.Status.PENDING])
+        .values_list("status")
+        .annotate(total=Sum("amount"))
+        .values_list("status", "total")
+    )
+    succeeded = max(totals.get(Refund.Status.SUCCEEDED) or 0, payment.amount_refunded)
+    return max(0, payment.amount_captured - succeeded - (totals.get(Refund.Status.PENDING) or 0))
 
 
 def disputes_for(merchant: Merchant) -> QuerySet[Dispute]:

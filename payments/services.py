@@ -878,6 +878,13 @@ def webhook_ingest(*, gateway: str, body: bytes, headers: dict[str, str]) -> Ing
     return Ingested(row, duplicate=False)
 
 
+# Gateways whose payment notifications are only a pointer: Braintree's transaction in a
+# notification is partial (a disbursement has no status and no currency) and its amount is
+# not to be trusted for ours, so the transaction is fetched and the gateway's record applied.
+# Applying retries (GatewayError is retryable) while the gateway is unreachable.
+REFETCH_ON_PAYMENT_EVENT = frozenset({"braintree"})
+
+
 class PaymentNotFoundYet(Exception):
     """The event names a payment we do not (yet) know; retried, then ignored."""
 
@@ -927,9 +934,12 @@ def _apply_event(
             return ignored, "no matching payment", None
         raise PaymentNotFoundYet(event.event_id)
     if event.kind == "payment" and event.payment is not None:
+        state = event.payment
+        if event.gateway in REFETCH_ON_PAYMENT_EVENT:
+            state = registry.gateway_for(payment.gateway).fetch_payment(payment_ref_for(payment))
         result = payment_apply_gateway_state(
             payment=payment,
-            result=event.payment,
+            result=state,
             source="gateway",
             occurred_at=event.created,
             gateway_event_id=event.event_id,

@@ -43,17 +43,17 @@ def _refund_id(value: str) -> str | None:
 
 def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | None = None) -> dict:
     can_refund = request.membership.role in REFUNDERS  # type: ignore[attr-defined]
+    # Pending refunds count: the form offers what the refund service will accept.
+    available = selectors.payment_refund_available(payment)
     return {
         "payment": payment,
         "timeline": selectors.payment_timeline(payment),
         "refunds": selectors.refunds_for_payment(payment),
         "disputes": payment.disputes.order_by("-created_at"),
         "can_review": can_refund,
-        "can_refund": can_refund
-        and payment.status == Payment.Status.SUCCEEDED
-        and payment.amount_refundable > 0,
+        "can_refund": can_refund and payment.status == Payment.Status.SUCCEEDED and available > 0,
         "form": form or RefundForm(initial={"refund_id": new_public_id("re")}),
-        "refundable_display": money.format_minor(payment.amount_refundable, payment.currency),
+        "refundable_display": money.format_minor(available, payment.currency),
     }
 
 

@@ -15,7 +15,9 @@ Endpoints: ``POST /v1/payment_intents``, ``POST /v1/payment_intents/{id}``
 
 Test controls (what a customer or Stripe would do out of band):
 :meth:`StripeFake.complete_three_ds` (the customer passes or fails the
-challenge), :meth:`StripeFake.fail_next` (transient 500s),
+challenge), :meth:`StripeFake.hold_processing` (a delayed payment method),
+:meth:`StripeFake.finish_refund` (a pending refund settles or fails),
+:meth:`StripeFake.fail_next` (transient 500s),
 :meth:`StripeFake.build_event` / :meth:`StripeFake.signed_event` (webhooks
 shaped and signed like Stripe's).
 """
@@ -97,6 +99,9 @@ class FakeCard:
     outcome_reason: str | None = None
     network_status: str = "approved_by_network"
     seller_message: str = "Payment complete."
+    # What a refund of this card's charge does: "succeeded" at once, "pending" until
+    # :meth:`StripeFake.finish_refund`, or "fails_later" (succeeded, then failed).
+    refund: str = "succeeded"
 
     @property
     def declines(self) -> bool:
@@ -158,6 +163,9 @@ TEST_CARDS: dict[str, FakeCard] = {
     "pm_card_radarBlock": FakeCard("visa", "0019", **_BLOCKED),
     "pm_card_chargeDeclinedFraudulent": FakeCard("visa", "0019", **_BLOCKED),
     "pm_card_riskLevelHighest": FakeCard("visa", "4954", **_BLOCKED),
+    # Stripe's refund test cards: a refund that stays pending, and one that fails after succeeding.
+    "pm_card_pendingRefund": FakeCard("visa", "7726", refund="pending"),
+    "pm_card_refundFail": FakeCard("visa", "5126", refund="fails_later"),
     "pm_card_riskLevelElevated": FakeCard(
         "visa", "9235", risk_level="elevated", risk_score=65, seller_message="Payment complete."
     ),
@@ -247,6 +255,42 @@ class StripeFake(FakeServer):
                     "doc_url": "https://stripe.com/docs/error-codes/payment-intent-authentication-failure",
                 }
             return intent
+
+    def hold_processing(self, intent_id: str, *, account: str | None = None) -> dict:
+        """What a delayed payment method does (SEPA Direct Debit, ACH): the intent waits in
+        ``processing`` until the bank answers."""
+        with self.lock:
+            intent = self.account(account).intents[intent_id]
+            intent["status"] = "processing"
+            intent["next_action"] = None
+            return intent
+
+    def finish_refund(
+        self,
+        refund_id: str,
+        *,
+        succeed: bool = True,
+        failure_reason: str = "expired_or_canceled_card",
+        account: str | None = None,
+    ) -> dict:
+        """The bank settles a pending refund (``succeed``) or rejects it: Stripe then sends
+        ``refund.updated`` (or ``refund.failed``); a failed refund's amount is no longer refunded."""
+        with self.lock:
+            acct = self.account(account)
+            refund = acct.refunds[refund_id]
+            if succeed:
+                if refund["status"] != "pending":
+                    raise RuntimeError(f"{refund_id} is {refund['status']}, not pending")
+                refund["status"] = "succeeded"
+                return refund
+            if refund["status"] not in ("pending", "succeeded"):
+                raise RuntimeError(f"{refund_id} is {refund['status']}; it cannot fail now")
+            refund["status"] = "failed"
+            refund["failure_reason"] = failure_reason
+            charge = acct.charges[refund["charge"]]
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+            return refund
 
     def build_event(
         self, event_type: str, obj: dict[str, Any], *, account: str | None = None, created: int | None = None
@@ -641,6 +685,8 @@ class StripeFake(FakeServer):
                 code="amount_too_large",
                 param="amount",
             )
+        card = TEST_CARDS.get(charge.get("payment_method") or "")
+        status = "pending" if card is not None and card.refund == "pending" else "succeeded"
         refund = {
             "id": new_id("re"),
             "object": "refund",
@@ -652,7 +698,7 @@ class StripeFake(FakeServer):
             "metadata": params.get("metadata") or {},
             "payment_intent": charge["payment_intent"],
             "reason": params.get("reason"),
-            "status": "succeeded",
+            "status": status,
         }
         acct.refunds[refund["id"]] = refund
         charge["amount_refunded"] += amount

@@ -1,0 +1,339 @@
+"""Braintree failure matrix: every case end to end, through the real ``braintree`` SDK against the HTTP fake.
+
+Each case: a checkout session → the customer on ``/pay/<id>/`` posting Drop-in's nonce and
+device data (``checkout_confirm``: ``transaction.sale``) → the fake Braintree gateway, which
+behaves like the sandbox (test nonces; amounts 2000.00-2999.99 decline with that processor
+response code, 3000.00 fails with 3000) → notifications made by the SDK's own
+``webhook_testing.sample_notification`` POSTed to our real ``/webhooks/braintree/`` → the
+Celery task that applies them (eager) → the payment, its history and the merchant's page.
+
+Braintree notifies settlement (``transaction_settled``, ``transaction_disbursed``...) and
+disputes, never a decline: declined sales get no webhook, so those cases end at the checkout.
+A notification's transaction is a sample (always 100.00 USD): we re-fetch the transaction,
+so the fake's answer, not the sample, decides what is recorded.
+
+=====================================  ==========================================================
+case                                   test
+=====================================  ==========================================================
+success                                test_sale_outcome[success]
+generic decline (2000)                 test_sale_outcome[generic_decline]
+expired card (2004)                    test_sale_outcome[expired_card]
+insufficient funds (2001)              test_sale_outcome[insufficient_funds]
+incorrect CVC (2010)                   test_sale_outcome[incorrect_cvc]
+processing error (3000)                test_sale_outcome[processing_error]
+fraud (gateway_rejected: fraud)        test_sale_outcome[fraud_decline]
+3DS required then success              test_sale_outcome[three_d_secure_success]
+3DS required then failure              test_sale_outcome[three_d_secure_failure]
+partial refund of a settled sale       test_partial_refund_of_a_settled_sale
+refund of an unsettled sale            test_refund_of_an_unsettled_sale_voids_it_in_full_only
+duplicate webhooks                     test_duplicate_notifications_are_applied_once
+out-of-order webhooks                  test_out_of_order_notifications_keep_the_newest
+=====================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from braintree import BraintreeGateway as SdkGateway
+from django.test import Client
+from django.urls import reverse
+
+from payments import money
+from payments.models import CheckoutSession, Payment, PaymentSettings, Refund, WebhookEvent
+from tests.fakes.braintree_fake import BraintreeFake
+from tests.payments.conftest import make_braintree_gateway
+from tests.payments.helpers import latest_payment, new_session
+from tests.payments.matrix_helpers import (
+    history,
+    merchant_page,
+    refund_from_page,
+    refunds,
+    status_steps,
+    text,
+    webhooks_received,
+)
+
+pytestmark = pytest.mark.django_db
+
+CREATED = ("created", "", "requires_payment_method")
+DEVICE_DATA = '{"correlation_id":"a1b2c3d4e5"}'
+
+
+@dataclass
+class BraintreeWorld:
+    """The merchant on Braintree, a customer's browser with Drop-in, and Braintree's notifier."""
+
+    tenant: Any
+    fake: BraintreeFake
+    sdk: SdkGateway  # the SDK configured with the platform's keys (signs sample notifications)
+    browser: Client
+    run_on_commit: Any
+
+    def session(self, amount: int = 2500) -> CheckoutSession:
+        session = new_session(self.tenant, amount=amount, currency="USD")
+        assert session.gateway == "braintree"
+        return session
+
+    def pay(self, session: CheckoutSession, nonce: str):  # noqa: ANN201 - a test response
+        """What the checkout page posts once Drop-in (and its 3D Secure step) hands back a nonce."""
+        return self.browser.post(
+            f"/pay/{session.public_id}/", {"payment_method_nonce": nonce, "device_data": DEVICE_DATA}
+        )
+
+    def notification(self, kind: str, object_id: str) -> bytes:
+        sample = self.sdk.webhook_testing.sample_notification(kind, object_id)
+        return urlencode(
+            {"bt_signature": sample["bt_signature"], "bt_payload": sample["bt_payload"]}
+        ).encode()
+
+    def deliver(self, body: bytes):  # noqa: ANN201
+        with self.run_on_commit(execute=True):
+            response = Client().post(
+                "/webhooks/braintree/", data=body, content_type="application/x-www-form-urlencoded"
+            )
+        assert response.status_code == 200, response.content
+        return response
+
+    def settle(self, payment: Payment) -> None:
+        """Overnight settlement, through the SDK's sandbox testing call."""
+        self.sdk.testing.settle_transaction(payment.gateway_payment_id)
+
+    def settled(self, payment: Payment) -> None:
+        """Settlement, then Braintree's ``transaction_settled`` notification."""
+        self.settle(payment)
+        self.deliver(self.notification("transaction_settled", payment.gateway_payment_id))
+
+
+@pytest.fixture
+def world(settings, braintree_fake, tenant, client, django_capture_on_commit_callbacks) -> BraintreeWorld:
+    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
+    settings.BRAINTREE_ENVIRONMENT = "sandbox"
+    settings.BRAINTREE_MERCHANT_ID = braintree_fake.merchant_id
+    settings.BRAINTREE_PUBLIC_KEY = braintree_fake.public_key
+    settings.BRAINTREE_PRIVATE_KEY = braintree_fake.private_key
+    settings.BRAINTREE_API_URL = braintree_fake.url
+    PaymentSettings.objects.update_or_create(
+        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
+    )
+    sdk = make_braintree_gateway(braintree_fake).sdk
+    return BraintreeWorld(tenant, braintree_fake, sdk, client, django_capture_on_commit_callbacks)
+
+
+# --- One sale, one outcome ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaleCase:
+    nonce: str
+    amount: int  # USD cents; the sandbox declines 2000.00-3000.99 with that response code
+    status: str
+    gateway_status: str
+    decline_code: str = ""
+    customer_message: str = ""
+    require_sca: bool = False
+    three_d_secure: str = ""
+    risk_level: str = "normal"
+    risk_type: str = "authorized"
+
+
+def _declined(amount: int, decline_code: str, message: str, nonce: str = "fake-valid-nonce") -> SaleCase:
+    return SaleCase(nonce, amount, "failed", "processor_declined", decline_code, message)
+
+
+SALE_CASES = {
+    "success": SaleCase("fake-valid-nonce", 2500, "succeeded", "submitted_for_settlement"),
+    "generic_decline": _declined(
+        2500, "do_not_honor", "Your card was declined.", nonce="fake-processor-declined-visa-nonce"
+    ),
+    "expired_card": _declined(200400, "expired_card", "Your card has expired."),
+    "insufficient_funds": _declined(200100, "insufficient_funds", "Your card has insufficient funds."),
+    "incorrect_cvc": _declined(201000, "incorrect_cvc", "Your card's security code is incorrect."),
+    "processing_error": SaleCase(
+        "fake-valid-nonce",
+        300000,
+        "failed",
+        "failed",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+    ),
+    # Braintree's fraud tools decline it (risk_data decision "Decline"); the customer is not told why.
+    "fraud_decline": SaleCase(
+        "fake-gateway-rejected-fraud-nonce",
+        2500,
+        "failed",
+        "gateway_rejected",
+        "fraudulent",
+        "Your card was declined.",
+        risk_level="highest",
+        risk_type="blocked",
+    ),
+    # Drop-in runs the challenge in the browser; the sale requires 3D Secure (the merchant asks for SCA).
+    "three_d_secure_success": SaleCase(
+        "fake-three-d-secure-visa-full-authentication-nonce",
+        2500,
+        "succeeded",
+        "submitted_for_settlement",
+        require_sca=True,
+        three_d_secure="authenticate_successful",
+    ),
+    "three_d_secure_failure": SaleCase(
+        "fake-three-d-secure-visa-failed-authentication-nonce",
+        2500,
+        "failed",
+        "gateway_rejected",
+        "authentication_failed",
+        "We could not verify your card with your bank. Try again or use another card.",
+        require_sca=True,
+        three_d_secure="authenticate_failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SALE_CASES.values(), ids=SALE_CASES.keys())
+def test_sale_outcome(world: BraintreeWorld, case: SaleCase) -> None:
+    PaymentSettings.objects.filter(merchant=world.tenant.merchant).update(require_sca=case.require_sca)
+    session = world.session(case.amount)
+    response = world.pay(session, case.nonce)
+    payment = latest_payment(session)
+    sale = world.fake.transaction(payment.gateway_payment_id)
+    assert sale["status"] == case.gateway_status
+    assert sale["order_id"] == payment.public_id and sale["merchant_account_id"] == "fake_usd"
+    assert sale["risk_data"]["device_data_captured"] is True
+    assert (sale["amount"], sale["currency_iso_code"]) == (f"{case.amount / 100:.2f}", "USD")
+
+    if case.status == "succeeded":
+        assert response["Location"] == reverse("checkout_done", args=[session.public_id])
+        assert "Payment successful" in text(world.browser.get(response["Location"]))
+        # The sale settles overnight and Braintree says so.
+        world.settled(payment)
+        assert webhooks_received() == [("transaction_settled", WebhookEvent.Status.APPLIED)]
+    else:
+        assert response.status_code == 400
+        page = text(response)
+        assert (
+            case.customer_message in page
+            and "Pay with another card, or contact Alpha Shop if this keeps happening." in page
+        )
+        assert webhooks_received() == []
+
+    payment.refresh_from_db()
+    assert payment.status == case.status
+    assert (payment.amount, payment.currency) == (case.amount, "USD")
+    assert payment.amount_captured == (case.amount if case.status == "succeeded" else 0)
+    assert (payment.decline_code, payment.decline_message) == (case.decline_code, case.customer_message)
+    assert payment.three_d_secure == case.three_d_secure
+    assert (payment.risk_level, payment.risk_type) == (case.risk_level, case.risk_type)
+    assert (payment.card_brand, payment.card_bin) != ("", "")
+    assert status_steps(payment) == [CREATED, ("status", "requires_payment_method", case.status)]
+
+    page = merchant_page(world.tenant, payment)
+    assert f'data-testid="payment-status">{payment.get_status_display()}<' in page
+    assert money.format_minor(case.amount, "USD") in page
+    if case.decline_code:
+        assert f'{case.customer_message} <code class="small">{case.decline_code}</code>' in page
+    if case.risk_type == "blocked":
+        assert "<dt>Gateway risk</dt><dd>highest (score 96)</dd>" in page
+
+
+# --- Refunds --------------------------------------------------------------------------------------------
+
+
+def paid(world: BraintreeWorld, amount: int = 2500) -> Payment:
+    session = world.session(amount)
+    world.pay(session, "fake-valid-nonce")
+    payment = latest_payment(session)
+    assert payment.status == Payment.Status.SUCCEEDED
+    return payment
+
+
+def test_partial_refund_of_a_settled_sale(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settled(payment)
+
+    answer = refund_from_page(world.tenant, payment, amount="10.00", reason="One item returned")
+    assert answer.status_code == 302
+    [refund] = Refund.objects.filter(payment=payment)
+    credit = world.fake.transaction(refund.gateway_refund_id)
+    assert (credit["type"], credit["amount"], credit["refunded_transaction_id"]) == (
+        "credit",
+        "10.00",
+        payment.gateway_payment_id,
+    )
+    # A credit submitted for settlement is as final as Braintree gets for a card refund.
+    assert refunds(payment) == [(1000, "succeeded", "refund")]
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured, payment.amount_refunded) == ("succeeded", 2500, 1000)
+    page = merchant_page(world.tenant, payment)
+    assert "<dt>Refunded</dt><dd>10.00 USD</dd>" in page
+    assert "Up to <strong>15.00 USD</strong> can be refunded" in page
+
+    # More than is left is refused by us before Braintree is asked.
+    too_much = refund_from_page(world.tenant, payment, amount="15.01")
+    assert too_much.status_code == 400 and "You can refund at most 15.00 USD" in text(too_much)
+    assert Refund.objects.filter(payment=payment).count() == 1
+
+
+def test_refund_of_an_unsettled_sale_voids_it_in_full_only(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    assert world.fake.transaction(payment.gateway_payment_id)["status"] == "submitted_for_settlement"
+
+    part = refund_from_page(world.tenant, payment, amount="5.00")
+    assert part.status_code == 400
+    assert "has not settled yet, so it can only be refunded in full" in text(part)
+    assert not Refund.objects.filter(payment=payment).exists()
+    assert world.fake.transaction(payment.gateway_payment_id)["status"] == "submitted_for_settlement"
+
+    whole = refund_from_page(world.tenant, payment, amount="", reason="Order canceled before shipping")
+    assert whole.status_code == 302
+    assert world.fake.transaction(payment.gateway_payment_id)["status"] == "voided"
+    assert refunds(payment) == [(2500, "succeeded", "void")]
+    payment.refresh_from_db()
+    assert (payment.amount_captured, payment.amount_refunded) == (2500, 2500)
+    page = merchant_page(world.tenant, payment)
+    assert "<dt>Refunded</dt><dd>25.00 USD</dd>" in page and "Succeeded</span> (void)" in page
+    assert "can be refunded" not in page
+
+
+# --- Notifications twice, and in the wrong order ---------------------------------------------------------
+
+
+def test_duplicate_notifications_are_applied_once(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settle(payment)
+    body = world.notification("transaction_settled", payment.gateway_payment_id)
+    first = world.deliver(body)
+    steps = history(payment)
+    again = world.deliver(body)  # Braintree retries with the same signed payload
+
+    assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
+    assert WebhookEvent.objects.count() == 1
+    assert WebhookEvent.objects.get().attempts == 1
+    assert history(payment) == steps
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured, payment.amount_refunded) == ("succeeded", 2500, 0)
+
+
+def test_out_of_order_notifications_keep_the_newest(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settle(payment)
+    settled = world.notification("transaction_settled", payment.gateway_payment_id)
+    time.sleep(1.05)  # notification timestamps have one-second resolution
+    disbursed = world.notification("transaction_disbursed", payment.gateway_payment_id)
+
+    world.deliver(disbursed)
+    world.deliver(settled)  # sent earlier, arrives later
+
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("succeeded", 2500)
+    assert status_steps(payment) == [CREATED, ("status", "requires_payment_method", "succeeded")]
+    assert [h for h in history(payment) if h[0] == "ignored"] == [("ignored", "succeeded", "succeeded")]
+    assert webhooks_received() == [
+        ("transaction_disbursed", WebhookEvent.Status.APPLIED),
+        ("transaction_settled", WebhookEvent.Status.IGNORED),
+    ]
+    assert "Older than the state already applied; ignored." in merchant_page(world.tenant, payment)
