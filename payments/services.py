@@ -65,6 +65,20 @@ PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
     S.CANCELED: frozenset(),
 }
 TERMINAL_PAYMENT = frozenset({S.SUCCEEDED, S.CANCELED})
+# The one move backwards: Braintree counts a sale submitted for settlement as paid, but the
+# card network can still decline it at settlement. Only that gateway status may reverse it.
+LATE_REVERSALS: dict[tuple[str, str], frozenset[str]] = {
+    (S.SUCCEEDED, S.FAILED): frozenset({"settlement_declined"}),
+}
+
+
+def payment_move_allowed(current: str, to: str, *, gateway_status: str = "") -> bool:
+    """Whether the transition table (or a gateway's late reversal) lets a payment move."""
+    if to in PAYMENT_TRANSITIONS[current]:
+        return True
+    return bool(gateway_status) and gateway_status in LATE_REVERSALS.get((current, to), frozenset())
+
+
 REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
     Refund.Status.PENDING: frozenset({Refund.Status.SUCCEEDED, Refund.Status.FAILED, Refund.Status.CANCELED}),
     Refund.Status.SUCCEEDED: frozenset({Refund.Status.FAILED}),  # Stripe: a refund can still fail later
@@ -467,10 +481,11 @@ def _transition(
     gateway_event_id: str = "",
     occurred_at: datetime | None = None,
     fields: dict[str, Any] | None = None,
+    gateway_status: str = "",
 ) -> None:
     """Move a locked payment along the table; raises IllegalTransition otherwise."""
     previous = payment.status
-    if to not in PAYMENT_TRANSITIONS[previous]:
+    if not payment_move_allowed(previous, to, gateway_status=gateway_status):
         raise IllegalTransition(f"A payment cannot move from {previous} to {to}.")
     payment.status = to
     update = ["status", "updated_at", *(fields or {}).keys()]
@@ -588,7 +603,7 @@ def payment_apply_gateway_state(
                 # do not expand the charge): the fraud rules look again.
                 fraud.after_gateway_result(payment=locked)
             return ApplyResult(True, "")
-        if result.status not in PAYMENT_TRANSITIONS[locked.status]:
+        if not payment_move_allowed(locked.status, result.status, gateway_status=result.gateway_status):
             _history(
                 locked,
                 PaymentEvent.Kind.IGNORED,
@@ -603,6 +618,10 @@ def payment_apply_gateway_state(
         message = ""
         if result.status == S.FAILED and result.decline_message:
             message = result.decline_message
+        if locked.status == S.SUCCEEDED and result.status == S.FAILED:
+            # Settlement declined: the money never arrived, so nothing is captured any more.
+            fields["amount_captured"] = 0
+            message = f"Declined at settlement: the funds were not collected. {message}".strip()
         _transition(
             locked,
             result.status,
@@ -612,6 +631,7 @@ def payment_apply_gateway_state(
             gateway_event_id=gateway_event_id,
             occurred_at=occurred_at,
             fields=fields,
+            gateway_status=result.gateway_status,
         )
         fraud.after_gateway_result(payment=locked)
     return ApplyResult(True, "")

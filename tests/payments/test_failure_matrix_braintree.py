@@ -28,6 +28,7 @@ partial refund of a settled sale       test_partial_refund_of_a_settled_sale
 refund of an unsettled sale            test_refund_of_an_unsettled_sale_voids_it_in_full_only
 duplicate webhooks                     test_duplicate_notifications_are_applied_once
 out-of-order webhooks                  test_out_of_order_notifications_keep_the_newest
+declined at settlement                 test_settlement_declined_reverses_a_succeeded_sale
 =====================================  ==========================================================
 """
 
@@ -337,3 +338,32 @@ def test_out_of_order_notifications_keep_the_newest(world: BraintreeWorld) -> No
         ("transaction_settled", WebhookEvent.Status.IGNORED),
     ]
     assert "Older than the state already applied; ignored." in merchant_page(world.tenant, payment)
+
+
+# --- Declined at settlement, after the sale was accepted ---------------------------------------------------
+
+
+def test_settlement_declined_reverses_a_succeeded_sale(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.sdk.testing.settlement_decline_transaction(payment.gateway_payment_id)
+    world.deliver(world.notification("transaction_settlement_declined", payment.gateway_payment_id))
+
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("failed", 0)
+    assert status_steps(payment)[-1] == ("status", "succeeded", "failed")
+    page = merchant_page(world.tenant, payment)
+    assert "Declined at settlement: the funds were not collected." in page
+    assert "can be refunded" not in page
+    # Nothing is left to refund: the money never arrived.
+    refused = refund_from_page(world.tenant, payment, amount="")
+    assert refused.status_code == 400
+    assert not Refund.objects.filter(payment=payment).exists()
+
+
+def test_only_settlement_declined_may_move_a_payment_backwards(world: BraintreeWorld) -> None:
+    from payments.services import payment_move_allowed
+
+    assert payment_move_allowed("succeeded", "failed", gateway_status="settlement_declined")
+    assert not payment_move_allowed("succeeded", "failed", gateway_status="processor_declined")
+    assert not payment_move_allowed("succeeded", "failed")
+    assert not payment_move_allowed("canceled", "failed", gateway_status="settlement_declined")
