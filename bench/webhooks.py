@@ -61,18 +61,19 @@ def _free_port() -> int:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--payments", type=int, default=2000)
-    p.add_argument("--clients", type=int, default=16, help="concurrent client connections")
+    p.add_argument("--clients", type=int, default=8, help="concurrent client connections")
     p.add_argument("--redeliver", type=float, default=0.2, help="share of events delivered twice")
     p.add_argument(
         "--worker-class", choices=["sync", "gthread"], default=os.environ.get("BENCH_WORKER_CLASS", "gthread")
     )
-    p.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "3")))
-    p.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "4")))
+    p.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2)))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("GUNICORN_THREADS", "2")))
     p.add_argument(
         "--celery-concurrency", type=int, default=int(os.environ.get("CELERY_WORKER_CONCURRENCY", "2"))
     )
     p.add_argument("--apply-timeout", type=float, default=180.0, help="seconds to wait for the worker")
     p.add_argument("--seed", type=int, default=4)
+    p.add_argument("--keep-logs", action="store_true", help="keep gunicorn's and Celery's logs")
     return p.parse_args()
 
 
@@ -214,6 +215,26 @@ class Stack:
         )
         log.close()
         self.procs.append((name, proc))
+
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time used so far by a started process and everything in its process group
+        (including children that already exited, such as recycled gunicorn workers)."""
+        leader = dict(self.procs)[name].pid
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields[0] is the state (stat field 3): pgrp is field 5, utime..cstime fields 14..17.
+            if int(fields[2]) != leader:
+                continue
+            utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+            total += utime + stime + (cutime + cstime if int(entry.name) == leader else 0)
+        return total / tick
 
     def check_alive(self) -> None:
         for name, proc in self.procs:
@@ -379,7 +400,9 @@ def main() -> int:
             redis.Redis.from_url(REDIS_URL).flushdb()
         except Exception:  # noqa: BLE001, S110 - best effort
             pass
-        if not interrupted:
+        if args.keep_logs or interrupted:
+            print(f"logs: {logdir}", file=sys.stderr)
+        else:
             for f in logdir.glob("*.log"):
                 f.unlink()
             logdir.rmdir()
@@ -457,7 +480,9 @@ def run(args: argparse.Namespace, rng: random.Random, secrets: list[str], stack:
         f"gunicorn {args.workers} {args.worker_class} workers x {threads}, "
         f"Celery prefork x {args.celery_concurrency}, {args.clients} client connections"
     )
+    cpu_web0, cpu_worker0 = stack.cpu_seconds("gunicorn"), stack.cpu_seconds("celery")
     started, ended, latencies, statuses = drive(port, deliveries, args.clients)
+    cpu_web = stack.cpu_seconds("gunicorn") - cpu_web0
     stack.check_alive()
     if set(statuses) != {200}:
         raise RuntimeError(f"unexpected HTTP statuses: {statuses}; logs in {logdir}")
@@ -474,6 +499,7 @@ def run(args: argparse.Namespace, rng: random.Random, secrets: list[str], stack:
             break
         stack.check_alive()
         time.sleep(0.05)
+    cpu_worker = stack.cpu_seconds("celery") - cpu_worker0
     from django.db.models import Count, Max
 
     stored = WebhookEvent.objects.count()
@@ -495,6 +521,10 @@ def run(args: argparse.Namespace, rng: random.Random, secrets: list[str], stack:
     print(f"{'ingested':<34}{ingest_rate:>9.0f} events/s   (target >= {TARGET_INGEST})")
     print(f"{'request latency p50 / p99':<34}{p50:>9.1f} / {p99:.1f} ms   (target p99 < {TARGET_P99_MS:.0f})")
     print(f"{'applied end to end via Celery':<34}{apply_rate:>9.0f} events/s   (target >= {TARGET_APPLY})")
+    print(
+        f"{'CPU per request / per apply':<34}{cpu_web / len(deliveries) * 1000:>9.2f} / "
+        f"{cpu_worker / unique * 1000:.2f} ms   (gunicorn / Celery processes; load-independent)"
+    )
     print(f"{'stored webhook events':<34}{stored:>9} of {unique} unique ({len(deliveries)} deliveries)")
     print(f"{'applied or ignored':<34}{done:>9} of {unique}   failed: {failed_rows}")
     print(f"{'events applied twice':<34}{twice:>9}   (must be 0)")

@@ -158,6 +158,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # With acks_late a prefetched task is only acknowledged once done, so a lost worker loses
 # nothing; a few in hand keep a worker busy between short tasks (webhook applies).
 CELERY_WORKER_PREFETCH_MULTIPLIER: int = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+# Celery's Django fix-up closes the database connections after every task unless this is set;
+# with it, fintech_portal.celery closes them the way Django does after a request (CONN_MAX_AGE,
+# health checks) and the fix-up only recycles them every 2 x this many tasks.
+CELERY_DB_REUSE_MAX: int = env.int("CELERY_DB_REUSE_MAX", default=1000)
 # Processes per worker; unset means one per CPU core.
 CELERY_WORKER_CONCURRENCY: int | None = env.int("CELERY_WORKER_CONCURRENCY", default=None)
 CELERY_TASK_SERIALIZER = "json"
