@@ -863,7 +863,7 @@ def _insert_webhook_event(row: WebhookEvent) -> int | None:
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     values = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
     qn = connection.ops.quote_name
-    unique = ", ".join(qn(meta.get_field(name).column) for name in ("gateway", "event_id"))
+    unique = ", ".join(qn(f.column) for f in fields if f.name in ("gateway", "event_id"))
     sql = (
         f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "  # noqa: S608 - our own names
         f"VALUES ({', '.join(['%s'] * len(fields))}) "
