@@ -70,16 +70,19 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "security.context.RequestContextMiddleware",
     "security.card_guard.CardNumberGuardMiddleware",
+    # Gateway webhooks (LEAN_URL_NAMES) stop here: every header above still applies; the
+    # browser-session machinery below has nothing to do for a signed machine-to-machine POST.
+    "fintech_portal.middleware.LeanPathMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "accounts.middleware.SessionPolicyMiddleware",
     "accounts.middleware.RequireTwoFactorMiddleware",
@@ -110,8 +113,11 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------
 # PostgreSQL when DATABASE_URL is set; the embedded SQLite database in var/ otherwise.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'fintech_portal.sqlite3'}")}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Persistent connections: each web thread / worker process keeps its connection for
+# DB_CONN_MAX_AGE seconds (0: closed after every request) instead of paying a PostgreSQL
+# connect per request; with DB_CONN_HEALTH_CHECKS a connection that broke is replaced.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=600))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -152,7 +158,15 @@ if any("sqlite" in url for url in (DATABASES["default"]["ENGINE"], CELERY_BROKER
     VAR_DIR.mkdir(exist_ok=True)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With acks_late a prefetched task is only acknowledged once done, so a lost worker loses
+# nothing; a few in hand keep a worker busy between short tasks (webhook applies).
+CELERY_WORKER_PREFETCH_MULTIPLIER: int = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+# Celery's Django fix-up closes the database connections after every task unless this is set;
+# with it, fintech_portal.celery closes them the way Django does after a request (CONN_MAX_AGE,
+# health checks) and the fix-up only recycles them every 2 x this many tasks.
+CELERY_DB_REUSE_MAX: int = env.int("CELERY_DB_REUSE_MAX", default=1000)
+# Processes per worker; unset means one per CPU core.
+CELERY_WORKER_CONCURRENCY: int | None = env.int("CELERY_WORKER_CONCURRENCY", default=None)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -408,6 +422,10 @@ PUBLIC_URL_NAMES: frozenset[str] = frozenset(
         "webhook_braintree",
     }
 )
+# Machine-to-machine URL names that skip the browser-session middleware (see
+# fintech_portal/middleware.py); only resolved for paths under LEAN_PATH_PREFIXES.
+LEAN_PATH_PREFIXES: tuple[str, ...] = ("/webhooks/",)
+LEAN_URL_NAMES: frozenset[str] = frozenset({"webhook_stripe", "webhook_braintree"})
 # URL names a signed-in user reaches before the second factor is verified.
 PARTIAL_AUTH_URL_NAMES: frozenset[str] = frozenset(
     {

@@ -29,7 +29,14 @@ _CLASSES: dict[str, type] = {
 }
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _encode(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most leaves: answered before the slower checks below
+        return value
+    if type(value) is dict:
+        return {str(k): _encode(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {"__dc__": type(value).__name__}
         for f in dataclasses.fields(value):
@@ -47,6 +54,8 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, dict):
         if "__dt__" in value and len(value) == 1:
             return datetime.fromisoformat(value["__dt__"])

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from accounts.models import Merchant, User
@@ -865,8 +865,34 @@ def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", sou
 
 @dataclass(frozen=True)
 class Ingested:
-    event: WebhookEvent
+    webhook_pk: int | None  # None for a redelivery: the first delivery's row is the one applied
     duplicate: bool
+
+
+def _insert_webhook_event(row: WebhookEvent) -> int | None:
+    """``INSERT ... ON CONFLICT (gateway, event_id) DO NOTHING RETURNING id`` in one statement.
+
+    Returns the new row's id, or ``None`` when the event was stored before (a redelivery, also
+    one racing the first delivery: the unique index makes it wait for that one and then skip).
+    No transaction of its own, no read-back and nothing decrypted: the cheapest way to store
+    an event exactly once. Values go through each field's own ``pre_save``/``get_db_prep_save``,
+    so the payload is encrypted exactly as ``Model.save()`` would.
+    """
+    meta = WebhookEvent._meta
+    connection = transaction.get_connection()
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+    qn = connection.ops.quote_name
+    unique = ", ".join(qn(f.column) for f in fields if f.name in ("gateway", "event_id"))
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "  # noqa: S608 - our own names
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({unique}) DO NOTHING RETURNING {qn(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        found = cursor.fetchone()
+    return int(found[0]) if found else None
 
 
 def webhook_ingest(*, gateway: str, body: bytes, headers: dict[str, str]) -> Ingested:
@@ -874,7 +900,8 @@ def webhook_ingest(*, gateway: str, body: bytes, headers: dict[str, str]) -> Ing
 
     Never calls the gateway's API, so webhooks are accepted even while it is down.
     Raises ``InvalidWebhook`` (400, nothing stored) on a bad signature, a stale
-    timestamp or a malformed body.
+    timestamp or a malformed body. One database statement: a redelivery of a stored
+    event inserts nothing and enqueues nothing (the first delivery's task applies it).
     """
     parser = registry.stripe_webhook_gateway() if gateway == "stripe" else registry.gateway_for(gateway)
     event = parser.parse_webhook(body, headers)
@@ -886,16 +913,14 @@ def webhook_ingest(*, gateway: str, body: bytes, headers: dict[str, str]) -> Ing
         created_at_gateway=event.created,
         event=events_codec.encode(event),
     )
-    try:
-        with transaction.atomic():
-            row.save(force_insert=True)
-    except IntegrityError:
-        existing = WebhookEvent.objects.get(gateway=event.gateway, event_id=event.event_id[:255])
-        return Ingested(existing, duplicate=True)
+    pk = _insert_webhook_event(row)
+    if pk is None:
+        return Ingested(None, duplicate=True)
     from payments import tasks
 
-    transaction.on_commit(lambda: tasks.apply_webhook_event.delay(row.pk))
-    return Ingested(row, duplicate=False)
+    # Outside a transaction (a webhook request) this runs at once, the row being committed.
+    transaction.on_commit(lambda: tasks.apply_webhook_event.delay(pk))
+    return Ingested(pk, duplicate=False)
 
 
 # Gateways whose payment notifications are only a pointer: Braintree's transaction in a
@@ -924,21 +949,33 @@ def _find_payment(event: GatewayEvent) -> Payment | None:
 def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False) -> str:
     """Apply one stored webhook. Idempotent: an event already applied or ignored is left alone.
 
+    Everything happens in one transaction that holds the stored event's row lock, so two
+    workers handed the same event (a redelivered task, a manual retry) apply it once: the
+    second waits for the first to commit and then finds it applied. A failed attempt rolls
+    back whole (no half-applied event, no history row written twice) and is counted.
+
     Returns the final status. Raises ``GatewayError`` (retryable) when a re-fetch
     is needed and the gateway is unreachable, and ``PaymentNotFoundYet`` when the
     payment is unknown and ``give_up_on_missing`` is false.
     """
-    with transaction.atomic():
-        row = WebhookEvent.objects.select_for_update().get(pk=webhook_pk)
-        if row.status in (WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED):
-            return row.status
-        row.attempts += 1
-        row.save(update_fields=["attempts"])
-    event = events_codec.decode(row.event)
-    outcome, note, merchant_id = _apply_event(event, row, give_up_on_missing=give_up_on_missing)
-    WebhookEvent.objects.filter(pk=row.pk).update(
-        status=outcome, applied_at=timezone.now(), last_error=note[:300], merchant_id=merchant_id
-    )
+    try:
+        with transaction.atomic():
+            row = WebhookEvent.objects.select_for_update().get(pk=webhook_pk)
+            if row.status in (WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED):
+                return row.status
+            event = events_codec.decode(row.event)
+            outcome, note, merchant_id = _apply_event(event, row, give_up_on_missing=give_up_on_missing)
+            row.status = outcome
+            row.applied_at = timezone.now()
+            row.last_error = note[:300]
+            row.merchant_id = merchant_id
+            row.attempts += 1
+            row.save(update_fields=["status", "applied_at", "last_error", "merchant", "attempts"])
+    except (PaymentNotFoundYet, GatewayError) as exc:
+        WebhookEvent.objects.filter(pk=webhook_pk).update(
+            attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:300]
+        )
+        raise
     return outcome
 
 
