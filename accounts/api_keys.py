@@ -110,7 +110,7 @@ def api_key_create(
 def api_key_rotate(*, actor: User, key: ApiKey, overlap: timedelta = ROTATION_OVERLAP) -> IssuedKey:
     """Issue a replacement; the old key keeps working for ``overlap`` so clients can switch."""
     with transaction.atomic():
-        old = ApiKey.objects.select_for_update().select_related("merchant").get(pk=key.pk)
+        old = ApiKey.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=key.pk)
         _require_manager(actor, old.merchant)
         if old.status != "active":
             raise ApplicationError(f"This key is {old.status}; create a new one instead.")
@@ -141,7 +141,7 @@ def api_key_rotate(*, actor: User, key: ApiKey, overlap: timedelta = ROTATION_OV
 
 def api_key_revoke(*, actor: User, key: ApiKey) -> ApiKey:
     with transaction.atomic():
-        locked = ApiKey.objects.select_for_update().select_related("merchant").get(pk=key.pk)
+        locked = ApiKey.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=key.pk)
         _require_manager(actor, locked.merchant)
         if locked.revoked_at:
             raise ApplicationError("This key is already revoked.")

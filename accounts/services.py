@@ -272,7 +272,9 @@ def _lock_pending_invitation(token: str) -> Invitation:
     invitation = invitation_lookup(token)
     if invitation is None:
         raise ApplicationError("This invitation link is not valid.", status_code=404)
-    locked = Invitation.objects.select_for_update().select_related("merchant").get(pk=invitation.pk)
+    locked = (
+        Invitation.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=invitation.pk)
+    )
     status = locked.status
     if status == "accepted":
         raise ApplicationError("This invitation has already been used.", status_code=410)

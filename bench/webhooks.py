@@ -439,6 +439,7 @@ def run(args: argparse.Namespace, rng: random.Random, secrets: list[str], stack:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["PYTHONPATH"] = str(ROOT)
+    env.pop("CACHE_URL", None)  # the processes share Redis as their cache, as in production
     stack.env = env
     port = _free_port()
     python = sys.executable

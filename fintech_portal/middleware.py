@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 
@@ -40,6 +41,11 @@ class LeanPathMiddleware:
                 match = None
             if match is not None and match.view_name in self.names:
                 request.resolver_match = match
+                # No ``SELECT 1`` health check before the one INSERT: if a kept connection has
+                # broken, that INSERT fails, the gateway gets a 500 and redelivers, and Django
+                # closes the connection at the end of the request, so the retry reconnects.
+                for conn in connections.all(initialized_only=True):
+                    conn.health_check_done = True
                 response = match.func(request, *match.args, **match.kwargs)
                 if response is None:  # pragma: no cover - a view bug, as Django itself reports it
                     raise ValueError(f"The view {match.view_name} returned None.")

@@ -184,6 +184,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "clear-expired-sessions": {"task": "fintech_portal.clear_expired_sessions", "schedule": 3600},
     "remind-gateway-key-rotation": {"task": "payments.remind_gateway_key_rotation", "schedule": 6 * 3600},
     "sweep-merchant-webhooks": {"task": "payments.sweep_merchant_webhooks", "schedule": 60},
+    "sweep-webhook-events": {"task": "payments.sweep_webhook_events", "schedule": 60},
     "purge-idempotency-keys": {"task": "payments.purge_idempotency_keys", "schedule": 3600},
     "purge-merchant-webhook-log": {"task": "payments.purge_merchant_webhook_log", "schedule": 24 * 3600},
 }
@@ -435,6 +436,11 @@ PARTIAL_AUTH_URL_NAMES: frozenset[str] = frozenset(
         "two_factor_backup_codes",
     }
 )
+# --- Gateway webhooks: how stored events are drained (payments.tasks) -------------------------------
+# Drains run in parallel only under a backlog; match it to the Celery worker concurrency.
+WEBHOOK_DRAIN_PARALLELISM: int = env.int("WEBHOOK_DRAIN_PARALLELISM", default=2)
+WEBHOOK_DRAIN_FLAG_SECONDS: int = env.int("WEBHOOK_DRAIN_FLAG_SECONDS", default=30)
+
 # --- Payment gateways (payments.gateways) ----------------------------------------------------------
 # The platform's gateway credentials come from the environment or <NAME>_FILE secret
 # files, never from the database. With none set, the simulated gateway is the default.

@@ -367,7 +367,7 @@ def fraud_rule_update(
         "enabled": bool(enabled),
     }
     with transaction.atomic():
-        locked = FraudRule.objects.select_for_update().select_related("merchant").get(pk=rule.pk)
+        locked = FraudRule.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=rule.pk)
         changed = [name for name, value in values.items() if getattr(locked, name) != value]
         if not changed:
             return locked
@@ -387,7 +387,7 @@ def fraud_rule_update(
 
 def fraud_rule_set_enabled(*, actor: User, rule: FraudRule, enabled: bool) -> FraudRule:
     with transaction.atomic():
-        locked = FraudRule.objects.select_for_update().select_related("merchant").get(pk=rule.pk)
+        locked = FraudRule.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=rule.pk)
         if locked.enabled == enabled:
             return locked
         locked.enabled = enabled
@@ -405,7 +405,12 @@ def fraud_rule_set_enabled(*, actor: User, rule: FraudRule, enabled: bool) -> Fr
 def fraud_rule_delete(*, actor: User, rule: FraudRule) -> None:
     """Delete a rule. Payments it fired on keep their record of it (id, label, detail)."""
     with transaction.atomic():
-        locked = FraudRule.objects.select_for_update().select_related("merchant").filter(pk=rule.pk).first()
+        locked = (
+            FraudRule.objects.select_for_update(of=("self",))
+            .select_related("merchant")
+            .filter(pk=rule.pk)
+            .first()
+        )
         if locked is None:
             return
         audit.record(

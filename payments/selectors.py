@@ -15,6 +15,7 @@ from payments.models import (
     WebhookDelivery,
     WebhookDeliveryAttempt,
     WebhookEndpoint,
+    WebhookEvent,
 )
 
 
@@ -124,3 +125,9 @@ def webhook_delivery_for(endpoint: WebhookEndpoint, public_id: str) -> WebhookDe
 
 def webhook_delivery_attempts(delivery: WebhookDelivery) -> QuerySet[WebhookDeliveryAttempt]:
     return WebhookDeliveryAttempt.objects.filter(delivery=delivery).order_by("-number")
+
+
+def webhook_events_waiting(*, limit: int, newest_first: bool = False) -> list[int]:
+    """Ids of stored gateway webhooks not yet tried (those that failed once retry on their own)."""
+    qs = WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED, attempts=0)
+    return list(qs.order_by("-pk" if newest_first else "pk").values_list("pk", flat=True)[:limit])

@@ -231,13 +231,19 @@ def _checkout_transition(session: CheckoutSession, to: str, *, actor: Any, reaso
 
 def checkout_session_expire(*, actor: User | None, session: CheckoutSession) -> CheckoutSession:
     with transaction.atomic():
-        locked = CheckoutSession.objects.select_for_update().select_related("merchant").get(pk=session.pk)
+        locked = (
+            CheckoutSession.objects.select_for_update(of=("self",))
+            .select_related("merchant")
+            .get(pk=session.pk)
+        )
         _checkout_transition(locked, CheckoutSession.Status.EXPIRED, actor=actor, reason="expired by request")
     return locked
 
 
 def _open_session(session_pk: int) -> CheckoutSession:
-    session = CheckoutSession.objects.select_for_update().select_related("merchant").get(pk=session_pk)
+    session = (
+        CheckoutSession.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=session_pk)
+    )
     now = timezone.now()
     if session.status == CheckoutSession.Status.OPEN and now >= session.expires_at:
         _checkout_transition(session, CheckoutSession.Status.EXPIRED, actor=None, reason="expiry time passed")
@@ -575,10 +581,20 @@ def payment_apply_gateway_state(
     source: str,
     occurred_at: datetime | None = None,
     gateway_event_id: str = "",
+    already_locked: bool = False,
 ) -> ApplyResult:
-    """Bring our payment in line with what the gateway says, if that moves it forward."""
+    """Bring our payment in line with what the gateway says, if that moves it forward.
+
+    ``already_locked``: the caller holds the payment's row lock in the current transaction
+    and passes that fresh instance (the webhook path), so it is not read again.
+    """
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
+        if already_locked and transaction.get_connection().in_atomic_block:
+            locked = payment
+        else:
+            locked = (
+                Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
+            )
         if occurred_at and locked.last_event_at and occurred_at < locked.last_event_at:
             _history(
                 locked,
@@ -661,7 +677,7 @@ def payment_review_decide(
     if len(reason) > 300:
         raise ApplicationError("Keep the reason under 300 characters.", code="reason_too_long")
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
+        locked = Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
         if locked.review_status != Payment.Review.PENDING:
             raise Conflict("This payment is not waiting for review.")
         if expect_status and locked.status != expect_status:
@@ -682,7 +698,9 @@ def payment_review_decide(
         if locked.amount_refundable > 0:
             refund_create(actor=actor, payment=locked, amount=None, reason=f"Fraud review: {reason}"[:300])
         with transaction.atomic():
-            locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
+            locked = (
+                Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
+            )
             if locked.review_status == Payment.Review.PENDING:
                 _review_close(locked, actor=actor, approve=False, message=f"Refunded after review: {reason}")
         return locked
@@ -690,7 +708,7 @@ def payment_review_decide(
     ref = payment_ref_for(locked)
     result = gateway.capture_payment(ref) if approve else gateway.cancel_payment(ref)
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
+        locked = Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
         _review_close(
             locked,
             actor=actor,
@@ -753,7 +771,7 @@ def refund_create(
                 raise Conflict("That refund id belongs to another payment.")
             return existing
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().select_related("merchant").get(pk=payment.pk)
+        locked = Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
         if locked.status != S.SUCCEEDED or locked.amount_captured <= 0:
             raise ApplicationError("Only a payment that succeeded can be refunded.", code="not_refundable")
         succeeded, pending = _refund_totals(locked)
@@ -919,7 +937,8 @@ def webhook_ingest(*, gateway: str, body: bytes, headers: dict[str, str]) -> Ing
     from payments import tasks
 
     # Outside a transaction (a webhook request) this runs at once, the row being committed.
-    transaction.on_commit(lambda: tasks.apply_webhook_event.delay(pk))
+    # Usually one cache write: a drain task already running picks the new row up.
+    transaction.on_commit(tasks.schedule_webhook_drain)
     return Ingested(pk, duplicate=False)
 
 
@@ -934,8 +953,10 @@ class PaymentNotFoundYet(Exception):
     """The event names a payment we do not (yet) know; retried, then ignored."""
 
 
-def _find_payment(event: GatewayEvent) -> Payment | None:
+def _find_payment(event: GatewayEvent, *, lock: bool = False) -> Payment | None:
     qs = Payment.objects.select_related("merchant")
+    if lock:
+        qs = qs.select_for_update(of=("self",))
     gateway_names = ("stripe", "simulated") if event.gateway in ("stripe", "simulated") else (event.gateway,)
     if event.gateway_payment_id:
         found = qs.filter(gateway__in=gateway_names, gateway_payment_id=event.gateway_payment_id).first()
@@ -946,7 +967,7 @@ def _find_payment(event: GatewayEvent) -> Payment | None:
     return None
 
 
-def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False) -> str:
+def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_locked: bool = False) -> str:
     """Apply one stored webhook. Idempotent: an event already applied or ignored is left alone.
 
     Everything happens in one transaction that holds the stored event's row lock, so two
@@ -954,13 +975,20 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False) -> str:
     second waits for the first to commit and then finds it applied. A failed attempt rolls
     back whole (no half-applied event, no history row written twice) and is counted.
 
-    Returns the final status. Raises ``GatewayError`` (retryable) when a re-fetch
-    is needed and the gateway is unreachable, and ``PaymentNotFoundYet`` when the
-    payment is unknown and ``give_up_on_missing`` is false.
+    Returns the final status (``"busy"`` with ``skip_locked`` when another worker holds the
+    event). Raises ``GatewayError`` (retryable) when a re-fetch is needed and the gateway is
+    unreachable, and ``PaymentNotFoundYet`` when the payment is unknown and
+    ``give_up_on_missing`` is false. Any failure counts as an attempt.
     """
     try:
         with transaction.atomic():
-            row = WebhookEvent.objects.select_for_update().get(pk=webhook_pk)
+            row = (
+                WebhookEvent.objects.select_for_update(skip_locked=skip_locked).filter(pk=webhook_pk).first()
+            )
+            if row is None:
+                if skip_locked and WebhookEvent.objects.filter(pk=webhook_pk).exists():
+                    return "busy"
+                raise WebhookEvent.DoesNotExist(webhook_pk)
             if row.status in (WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED):
                 return row.status
             event = events_codec.decode(row.event)
@@ -971,7 +999,9 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False) -> str:
             row.merchant_id = merchant_id
             row.attempts += 1
             row.save(update_fields=["status", "applied_at", "last_error", "merchant", "attempts"])
-    except (PaymentNotFoundYet, GatewayError) as exc:
+    except WebhookEvent.DoesNotExist:
+        raise
+    except Exception as exc:
         WebhookEvent.objects.filter(pk=webhook_pk).update(
             attempts=F("attempts") + 1, last_error=f"{type(exc).__name__}: {exc}"[:300]
         )
@@ -985,7 +1015,10 @@ def _apply_event(
     applied, ignored = WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED
     if not event.known or event.kind == "unknown":
         return ignored, f"unhandled event type {event.type}", None
-    payment = _find_payment(event)
+    # A payment event from a gateway we trust as sent is applied under the lock taken here
+    # (one read); one that needs a re-fetch first asks the gateway without holding it.
+    lock_now = event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT
+    payment = _find_payment(event, lock=lock_now)
     if payment is None:
         if give_up_on_missing:
             return ignored, "no matching payment", None
@@ -1000,6 +1033,7 @@ def _apply_event(
             source="gateway",
             occurred_at=event.created,
             gateway_event_id=event.event_id,
+            already_locked=lock_now,
         )
         if (
             not result.applied

@@ -44,6 +44,88 @@ def apply_webhook_event(self, webhook_pk: int) -> str:  # noqa: ANN001
         raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 600)) from exc
 
 
+# --- Draining stored gateway webhooks ---------------------------------------------------------------
+#
+# Ingestion stores an event and calls ``schedule_webhook_drain``: one cache ``add`` (SET NX in
+# Redis). The first event of a burst wins it and enqueues ``drain_webhook_events``; later events
+# find the flag taken and cost nothing more, because the running drain picks them up. A drain
+# applies waiting events in batches, each in its own transaction holding that event's row lock
+# (``skip_locked``: two drains never wait on each other), and asks for a second drain slot when
+# a full batch shows a backlog, up to ``WEBHOOK_DRAIN_PARALLELISM``. It stops when nothing is
+# waiting, releasing its flag *before* a last look, so an event stored meanwhile is either seen
+# by that look or finds the flag free and schedules a new drain. A flag left by a worker that
+# died expires after ``WEBHOOK_DRAIN_FLAG_SECONDS``, and the beat sweep schedules a drain every
+# minute anyway. An event that fails (payment not known yet, gateway down for a re-fetch) leaves
+# the drain and retries with backoff in ``apply_webhook_event``.
+
+DRAIN_BATCH = 50
+
+
+def _drain_flag(slot: int) -> str:
+    return f"payments:webhook-drain:{slot}"
+
+
+def schedule_webhook_drain(slot: int = 0) -> bool:
+    """Make sure a drain runs for ``slot``; True when this call enqueued it."""
+    from django.core.cache import cache
+
+    if not cache.add(_drain_flag(slot), 1, timeout=settings.WEBHOOK_DRAIN_FLAG_SECONDS):
+        return False
+    try:
+        drain_webhook_events.delay(slot)
+    except Exception:
+        cache.delete(_drain_flag(slot))  # let the next event (or the sweep) try again
+        raise
+    return True
+
+
+@shared_task(name="payments.drain_webhook_events", acks_late=True, ignore_result=True)
+def drain_webhook_events(slot: int = 0) -> int:
+    """Apply every waiting gateway webhook; returns how many this drain handled."""
+    from django.core.cache import cache
+
+    from payments import selectors
+    from payments.services import webhook_apply
+
+    flag, handled, tried = _drain_flag(slot), 0, set()
+    try:
+        while True:
+            waiting = [
+                pk
+                for pk in selectors.webhook_events_waiting(limit=DRAIN_BATCH, newest_first=slot % 2 == 1)
+                if pk not in tried
+            ]
+            if not waiting:
+                cache.delete(flag)
+                if not selectors.webhook_events_waiting(limit=1):
+                    return handled
+                if not cache.add(flag, 1, timeout=settings.WEBHOOK_DRAIN_FLAG_SECONDS):
+                    return handled  # another drain took over
+                continue
+            if len(waiting) == DRAIN_BATCH and slot + 1 < settings.WEBHOOK_DRAIN_PARALLELISM:
+                schedule_webhook_drain(slot + 1)
+            cache.touch(flag, settings.WEBHOOK_DRAIN_FLAG_SECONDS)
+            for pk in waiting:
+                tried.add(pk)
+                try:
+                    webhook_apply(webhook_pk=pk, skip_locked=True)
+                except Exception:  # noqa: BLE001 - counted on the row; retried on its own with backoff
+                    log.warning("webhook %s: first attempt failed; retrying with backoff", pk, exc_info=True)
+                    apply_webhook_event.apply_async(args=[pk], countdown=2)
+                handled += 1
+    except BaseException:
+        cache.delete(flag)
+        raise
+
+
+@shared_task(name="payments.sweep_webhook_events", acks_late=True, ignore_result=True)
+def sweep_webhook_events() -> bool:
+    """Every minute: a drain for anything waiting (a safety net behind the flags' expiry)."""
+    from payments import selectors
+
+    return bool(selectors.webhook_events_waiting(limit=1)) and schedule_webhook_drain()
+
+
 def _post_to_our_webhook(body: bytes, headers: dict[str, str]) -> int:
     """POST a signed event to our own /webhooks/stripe/ (SITE_URL is our configuration, not user input)."""
     url = settings.SITE_URL.rstrip("/") + "/webhooks/stripe/"
