@@ -959,11 +959,15 @@ def _find_payment(event: GatewayEvent, *, lock: bool = False) -> Payment | None:
         qs = qs.select_for_update(of=("self",))
     gateway_names = ("stripe", "simulated") if event.gateway in ("stripe", "simulated") else (event.gateway,)
     if event.gateway_payment_id:
-        found = qs.filter(gateway__in=gateway_names, gateway_payment_id=event.gateway_payment_id).first()
+        # Unique per gateway: no ORDER BY, so the planner goes straight to the unique index.
+        found = list(
+            qs.filter(gateway__in=gateway_names, gateway_payment_id=event.gateway_payment_id).order_by()[:1]
+        )
         if found:
-            return found
+            return found[0]
     if event.payment_id:
-        return qs.filter(public_id=event.payment_id, gateway__in=gateway_names).first()
+        by_ours = qs.filter(public_id=event.payment_id, gateway__in=gateway_names).order_by()[:1]
+        return next(iter(by_ours), None)
     return None
 
 
