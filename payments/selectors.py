@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import F, Q, QuerySet
 
 from accounts.models import Merchant
+from payments.forms_dashboard import AmountBound, PaymentFilters
 from payments.models import (
     CheckoutSession,
+    Customer,
     Dispute,
     FraudRule,
     Payment,
+    PaymentDailyStat,
     PaymentEvent,
+    PaymentExport,
     Refund,
     WebhookDelivery,
     WebhookDeliveryAttempt,
@@ -108,3 +115,132 @@ def webhook_delivery_for(endpoint: WebhookEndpoint, public_id: str) -> WebhookDe
 
 def webhook_delivery_attempts(delivery: WebhookDelivery) -> QuerySet[WebhookDeliveryAttempt]:
     return WebhookDeliveryAttempt.objects.filter(delivery=delivery).order_by("-number")
+
+
+# --- Dashboard: the payments list, exports and the overview's rollup ----------------------------
+
+LIST_PAGE_SIZE = 50
+
+
+def _amount_q(bound: AmountBound, lookup: str) -> Q:
+    from payments.money import THREE_DECIMAL, ZERO_DECIMAL
+
+    if bound.minor is not None:
+        return Q(**{f"amount__{lookup}": bound.minor})
+    per = bound.per_exponent
+    return (
+        Q(currency__in=sorted(ZERO_DECIMAL), **{f"amount__{lookup}": per[0]})
+        | Q(currency__in=sorted(THREE_DECIMAL), **{f"amount__{lookup}": per[3]})
+        | (~Q(currency__in=sorted(ZERO_DECIMAL | THREE_DECIMAL)) & Q(**{f"amount__{lookup}": per[2]}))
+    )
+
+
+def payments_filtered(merchant: Merchant, filters: PaymentFilters) -> QuerySet[Payment]:
+    """The merchant's payments matching the list's filters (unordered; callers order by keyset)."""
+    from security.blind_index import blind_index
+
+    qs = payments_for(merchant)
+    if filters.payment_id:
+        qs = qs.filter(public_id=filters.payment_id)
+    if filters.email:
+        # Exact match through the blind index: no email is ever decrypted to search.
+        qs = qs.filter(
+            customer__in=Customer.objects.filter(
+                merchant=merchant, email_bidx=blind_index("email", filters.email)
+            ).values("pk")
+        )
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.currency:
+        qs = qs.filter(currency=filters.currency)
+    if filters.gateway:
+        qs = qs.filter(gateway=filters.gateway)
+    if filters.risk:
+        qs = qs.filter(fraud_outcome="" if filters.risk == "none" else filters.risk)
+    if filters.created_from:
+        qs = qs.filter(created_at__gte=dt.datetime.combine(filters.created_from, dt.time.min, tzinfo=dt.UTC))
+    if filters.created_to:
+        end = dt.datetime.combine(filters.created_to + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+        qs = qs.filter(created_at__lt=end)
+    if filters.amount_min:
+        qs = qs.filter(_amount_q(filters.amount_min, "gte"))
+    if filters.amount_max:
+        qs = qs.filter(_amount_q(filters.amount_max, "lte"))
+    return qs
+
+
+@dataclass
+class PaymentPage:
+    rows: list[Payment]
+    next_cursor: str | None  # older payments: ?after=<id>
+    previous_cursor: str | None  # newer payments: ?before=<id>
+
+
+def payments_page(
+    merchant: Merchant,
+    filters: PaymentFilters,
+    *,
+    after: str = "",
+    before: str = "",
+    limit: int = LIST_PAGE_SIZE,
+) -> PaymentPage:
+    """One page of the filtered list, newest first, by keyset on ``(created_at, id)``.
+
+    ``after``/``before`` are public ids of the last/first row of the page the user
+    came from; an unknown id gives the first page. Costs the same at any depth.
+    """
+    from security.crypto import preload_keys
+
+    filtered = payments_filtered(merchant, filters)
+    cursor = after or before
+    anchor = (
+        Payment.objects.filter(merchant=merchant, public_id=cursor).values("created_at", "pk").first()
+        if cursor
+        else None
+    )
+    if anchor is None:
+        after = before = ""
+    if anchor is not None and after:
+        at, pk = anchor["created_at"], anchor["pk"]
+        qs = filtered.filter(created_at__lte=at).filter(Q(created_at__lt=at) | Q(pk__lt=pk))
+        rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
+    elif anchor is not None and before:
+        at, pk = anchor["created_at"], anchor["pk"]
+        qs = filtered.filter(created_at__gte=at).filter(Q(created_at__gt=at) | Q(pk__gt=pk))
+        rows = list(qs.order_by("created_at", "pk")[: limit + 1])
+    else:
+        rows = list(filtered.order_by("-created_at", "-pk")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if before and anchor is not None:
+        rows.reverse()
+        older, newer = True, more
+    else:
+        older, newer = more, bool(after and anchor is not None)
+    preload_keys([p.customer for p in rows if p.customer is not None])
+    return PaymentPage(
+        rows=rows,
+        next_cursor=rows[-1].public_id if rows and older else None,
+        previous_cursor=rows[0].public_id if rows and newer else None,
+    )
+
+
+def payments_for_export(merchant: Merchant, filters: PaymentFilters) -> QuerySet[Payment]:
+    return payments_filtered(merchant, filters).order_by("-created_at", "-pk")
+
+
+def payment_exports_for(merchant: Merchant) -> QuerySet[PaymentExport]:
+    return PaymentExport.objects.filter(merchant=merchant).select_related("requested_by").defer("content")
+
+
+def payment_export_for(merchant: Merchant, public_id: str) -> PaymentExport | None:
+    return payment_exports_for(merchant).filter(public_id=public_id).first()
+
+
+def daily_stats_for(merchant: Merchant, *, first: dt.date, last: dt.date) -> list[PaymentDailyStat]:
+    """The rollup rows of ``first``..``last`` (a few per day, whatever the number of payments)."""
+    return list(
+        PaymentDailyStat.objects.filter(merchant=merchant, day__gte=first, day__lte=last)
+        .exclude(count=0)
+        .order_by("day", "currency", "outcome", "decline_code")
+    )

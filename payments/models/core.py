@@ -194,6 +194,10 @@ class Payment(models.Model):
             # Keyset pagination of a merchant's payments, newest first, with and without filters.
             models.Index(fields=["merchant", "-created_at", "-id"], name="pay_merchant_created"),
             models.Index(fields=["merchant", "status", "-created_at", "-id"], name="pay_merchant_status"),
+            models.Index(fields=["merchant", "currency", "-created_at", "-id"], name="pay_merchant_currency"),
+            models.Index(
+                fields=["merchant", "fraud_outcome", "-created_at", "-id"], name="pay_merchant_risk"
+            ),
             models.Index(fields=["merchant", "customer", "-created_at"], name="pay_merchant_customer"),
             models.Index(fields=["merchant", "review_status"], name="pay_merchant_review"),
             models.Index(fields=["status", "updated_at"], name="pay_status_updated"),
