@@ -22,18 +22,16 @@ from security.errors import ApplicationError
 @require_GET
 def payments_list(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
-    form = PaymentFilterForm(request.GET or None)
-    if request.GET and not form.is_valid():
+    form = PaymentFilterForm(request.GET)
+    if not form.is_valid():
         return render(
             request, "payments/payments_list.html", {"form": form, "page": None, "query": ""}, status=400
         )
-    filters = form.filters() if form.is_bound else PaymentFilterForm({}).filters()
-    if not form.is_bound:
-        form = PaymentFilterForm()
+    filters = form.filters()
     page = selectors.payments_page(
         merchant, filters, after=request.GET.get("after", ""), before=request.GET.get("before", "")
     )
-    raw = form.raw() if form.is_bound else {}
+    raw = form.raw()
     return render(
         request,
         "payments/payments_list.html",
@@ -51,14 +49,13 @@ def payments_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _page_url(raw: dict[str, str], *, after: str | None = None, before: str | None = None) -> str:
+def _page_url(raw: dict[str, str], **cursor: str | None) -> str:
+    """The list's URL with the filters, plus ``after=``/``before=`` (``""`` when that page does not exist)."""
     params = dict(raw)
-    if after:
-        params["after"] = after
-    elif before:
-        params["before"] = before
-    elif after is not None or before is not None:
-        return ""
+    for name, value in cursor.items():
+        if value is None:
+            return ""
+        params[name] = value
     return reverse("payments_list") + ("?" + urlencode(params) if params else "")
 
 
