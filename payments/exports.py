@@ -137,7 +137,7 @@ def _row(payment: Payment, *, full_emails: bool) -> list[str]:
     return [safe_cell(c) for c in cells]
 
 
-def payment_export_run(*, export_pk: int) -> str:
+def payment_export_run(*, export_pk: int, batch_size: int = BATCH) -> str:
     """Build the export's CSV (the task's body). Returns the final status."""
     with transaction.atomic():
         export = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export_pk)
@@ -163,7 +163,7 @@ def payment_export_run(*, export_pk: int) -> str:
         if cursor is not None:
             at, pk = cursor
             batch_qs = qs.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
-        batch = list(batch_qs[:BATCH])
+        batch = list(batch_qs[:batch_size])
         if not batch:
             break
         preload_keys([p.customer for p in batch if p.customer is not None])
@@ -172,7 +172,7 @@ def payment_export_run(*, export_pk: int) -> str:
         done += len(batch)
         cursor = (batch[-1].created_at, batch[-1].pk)
         PaymentExport.objects.filter(pk=export.pk).update(rows_done=done, rows_total=max(total, done))
-        if len(batch) < BATCH:
+        if len(batch) < batch_size:
             break
     content = buffer.getvalue().encode("utf-8")
     with transaction.atomic():
