@@ -122,17 +122,29 @@ def webhook_delivery_attempts(delivery: WebhookDelivery) -> QuerySet[WebhookDeli
 LIST_PAGE_SIZE = 50
 
 
-def _amount_q(bound: AmountBound, lookup: str) -> Q:
-    from payments.money import THREE_DECIMAL, ZERO_DECIMAL
+def _amount_q(low: AmountBound | None, high: AmountBound | None) -> Q:
+    """Amount bounds typed in major units. With a currency: one range. Without: one range per
+    currency exponent, each bound to its currencies, so an index on (merchant, amount) serves it."""
+    from payments.money import CURRENCY_EXPONENTS
 
-    if bound.minor is not None:
-        return Q(**{f"amount__{lookup}": bound.minor})
-    per = bound.per_exponent
-    return (
-        Q(currency__in=sorted(ZERO_DECIMAL), **{f"amount__{lookup}": per[0]})
-        | Q(currency__in=sorted(THREE_DECIMAL), **{f"amount__{lookup}": per[3]})
-        | (~Q(currency__in=sorted(ZERO_DECIMAL | THREE_DECIMAL)) & Q(**{f"amount__{lookup}": per[2]}))
-    )
+    def between(lo: int | None, hi: int | None) -> Q:
+        q = Q()
+        if lo is not None:
+            q &= Q(amount__gte=lo)
+        if hi is not None:
+            q &= Q(amount__lte=hi)
+        return q
+
+    bound = low or high
+    if bound is not None and bound.minor is not None:
+        return between(low.minor if low else None, high.minor if high else None)
+    combined = Q()
+    for exp in sorted(set(CURRENCY_EXPONENTS.values())):
+        codes = sorted(c for c, e in CURRENCY_EXPONENTS.items() if e == exp)
+        lo = low.per_exponent[exp] if low else None
+        hi = high.per_exponent[exp] if high else None
+        combined |= Q(currency__in=codes) & between(lo, hi)
+    return combined
 
 
 def payments_filtered(merchant: Merchant, filters: PaymentFilters) -> QuerySet[Payment]:
@@ -162,10 +174,8 @@ def payments_filtered(merchant: Merchant, filters: PaymentFilters) -> QuerySet[P
     if filters.created_to:
         end = dt.datetime.combine(filters.created_to + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
         qs = qs.filter(created_at__lt=end)
-    if filters.amount_min:
-        qs = qs.filter(_amount_q(filters.amount_min, "gte"))
-    if filters.amount_max:
-        qs = qs.filter(_amount_q(filters.amount_max, "lte"))
+    if filters.amount_min or filters.amount_max:
+        qs = qs.filter(_amount_q(filters.amount_min, filters.amount_max))
     return qs
 
 

@@ -199,6 +199,8 @@ class Payment(models.Model):
                 fields=["merchant", "fraud_outcome", "-created_at", "-id"], name="pay_merchant_risk"
             ),
             models.Index(fields=["merchant", "customer", "-created_at"], name="pay_merchant_customer"),
+            # Amount ranges narrow enough that walking the date index would take long.
+            models.Index(fields=["merchant", "amount"], name="pay_merchant_amount"),
             models.Index(fields=["merchant", "review_status"], name="pay_merchant_review"),
             models.Index(fields=["status", "updated_at"], name="pay_status_updated"),
             # Fraud rules' velocity counts (per customer email uses pay_merchant_customer).
