@@ -102,11 +102,14 @@ def render_panel(request: HttpRequest, merchant: Any) -> SafeString | None:
     def fmt_money(v: float) -> str:
         return money.format_minor(int(v), main) if main else f"{v:,.0f}"
 
+    def fmt_axis(v: float) -> str:  # the axis is narrow: the currency is in the title
+        return money.format_minor(int(v), main, with_code=False) if main else f"{v:,.0f}"
+
     def fmt_pct(v: float) -> str:
         return f"{v:.0f}%" if float(v).is_integer() else f"{v:.1f}%"
 
     charts = {
-        "volume": bar_chart(data.volume, title=f"Daily volume ({main}), last {DAYS} days", fmt=fmt_money)
+        "volume": bar_chart(data.volume, title=f"Daily volume ({main}), last {DAYS} days", fmt=fmt_axis)
         if main
         else None,
         "volume_table": chart_table(data.volume, caption=f"Succeeded volume per day ({main})", fmt=fmt_money)
