@@ -27,9 +27,9 @@ def queued_tasks():
     eager, broker = app.conf.task_always_eager, app.conf.broker_url
 
     def fresh_pool() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
-        app._pool = None  # the next publish opens a pool on the broker now configured
+        # Forget the app's cached pools (kombu keeps them, open, per broker URL): the next publish
+        # uses the broker now configured.
+        app._pool = None
         app.amqp._producer_pool = None
 
     fresh_pool()
