@@ -23,7 +23,13 @@ TEAM_MANAGERS = (Role.OWNER, Role.ADMIN)
 def home(request: HttpRequest) -> HttpResponse:
     membership = request.membership  # type: ignore[attr-defined]
     if membership:
-        return render(request, "accounts/overview.html", {"merchant": membership.merchant})
+        from accounts.overview import panels_for
+
+        return render(
+            request,
+            "accounts/overview.html",
+            {"merchant": membership.merchant, "panels": panels_for(request, membership.merchant)},
+        )
     if request.user.is_platform_staff:
         roles = [
             STAFF_ROLES[n] for n in request.user.groups.values_list("name", flat=True) if n in STAFF_ROLES

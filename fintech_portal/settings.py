@@ -187,6 +187,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "sweep-webhook-events": {"task": "payments.sweep_webhook_events", "schedule": 60},
     "purge-idempotency-keys": {"task": "payments.purge_idempotency_keys", "schedule": 3600},
     "purge-merchant-webhook-log": {"task": "payments.purge_merchant_webhook_log", "schedule": 24 * 3600},
+    "purge-payment-exports": {"task": "payments.purge_payment_exports", "schedule": 3600},
+    "refresh-payment-stats": {"task": "payments.refresh_payment_stats", "schedule": 24 * 3600},
 }
 
 # --- Authentication -----------------------------------------------------------------

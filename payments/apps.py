@@ -25,6 +25,11 @@ class PaymentsConfig(AppConfig):
 
         notices.register("payments.gateway_keys", key_hygiene.admin_notices)
 
+        from accounts import overview as overview_panels
+        from payments import overview
+
+        overview_panels.register("payments.charts", overview.render_panel, order=10)
+
         from payments import merchant_webhooks
 
         merchant_webhooks.connect_signals()

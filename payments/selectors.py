@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet, Sum
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import F, Q, QuerySet, Sum
 
 from accounts.models import Merchant
+from payments.forms_dashboard import AmountBound, PaymentFilters
 from payments.models import (
     CheckoutSession,
+    Customer,
     Dispute,
     FraudRule,
     Payment,
+    PaymentDailyStat,
     PaymentEvent,
+    PaymentExport,
     Refund,
     WebhookDelivery,
     WebhookDeliveryAttempt,
@@ -131,3 +138,142 @@ def webhook_events_waiting(*, limit: int, newest_first: bool = False) -> list[in
     """Ids of stored gateway webhooks not yet tried (those that failed once retry on their own)."""
     qs = WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED, attempts=0)
     return list(qs.order_by("-pk" if newest_first else "pk").values_list("pk", flat=True)[:limit])
+
+
+# --- Dashboard: the payments list, exports and the overview's rollup ----------------------------
+
+LIST_PAGE_SIZE = 50
+
+
+def _amount_q(low: AmountBound | None, high: AmountBound | None) -> Q:
+    """Amount bounds typed in major units. With a currency: one range. Without: one range per
+    currency exponent, each bound to its currencies, so an index on (merchant, amount) serves it."""
+    from payments.money import CURRENCY_EXPONENTS
+
+    def between(lo: int | None, hi: int | None) -> Q:
+        q = Q()
+        if lo is not None:
+            q &= Q(amount__gte=lo)
+        if hi is not None:
+            q &= Q(amount__lte=hi)
+        return q
+
+    bound = low or high
+    if bound is not None and bound.minor is not None:
+        return between(low.minor if low else None, high.minor if high else None)
+    combined = Q()
+    for exp in sorted(set(CURRENCY_EXPONENTS.values())):
+        codes = sorted(c for c, e in CURRENCY_EXPONENTS.items() if e == exp)
+        lo = low.per_exponent[exp] if low else None
+        hi = high.per_exponent[exp] if high else None
+        combined |= Q(currency__in=codes) & between(lo, hi)
+    return combined
+
+
+def payments_filtered(merchant: Merchant, filters: PaymentFilters) -> QuerySet[Payment]:
+    """The merchant's payments matching the list's filters (unordered; callers order by keyset)."""
+    from security.blind_index import blind_index
+
+    qs = payments_for(merchant)
+    if filters.payment_id:
+        qs = qs.filter(public_id=filters.payment_id)
+    if filters.email:
+        # Exact match through the blind index: no email is ever decrypted to search.
+        qs = qs.filter(
+            customer__in=Customer.objects.filter(
+                merchant=merchant, email_bidx=blind_index("email", filters.email)
+            ).values("pk")
+        )
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.currency:
+        qs = qs.filter(currency=filters.currency)
+    if filters.gateway:
+        qs = qs.filter(gateway=filters.gateway)
+    if filters.risk:
+        qs = qs.filter(fraud_outcome="" if filters.risk == "none" else filters.risk)
+    if filters.created_from:
+        qs = qs.filter(created_at__gte=dt.datetime.combine(filters.created_from, dt.time.min, tzinfo=dt.UTC))
+    if filters.created_to:
+        end = dt.datetime.combine(filters.created_to + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+        qs = qs.filter(created_at__lt=end)
+    if filters.amount_min or filters.amount_max:
+        qs = qs.filter(_amount_q(filters.amount_min, filters.amount_max))
+    return qs
+
+
+@dataclass
+class PaymentPage:
+    rows: list[Payment]
+    next_cursor: str | None  # older payments: ?after=<id>
+    previous_cursor: str | None  # newer payments: ?before=<id>
+
+
+def payments_page(
+    merchant: Merchant,
+    filters: PaymentFilters,
+    *,
+    after: str = "",
+    before: str = "",
+    limit: int = LIST_PAGE_SIZE,
+) -> PaymentPage:
+    """One page of the filtered list, newest first, by keyset on ``(created_at, id)``.
+
+    ``after``/``before`` are public ids of the last/first row of the page the user
+    came from; an unknown id gives the first page. Costs the same at any depth.
+    """
+    from security.crypto import preload_keys
+
+    filtered = payments_filtered(merchant, filters)
+    cursor = after or before
+    anchor = (
+        Payment.objects.filter(merchant=merchant, public_id=cursor).values("created_at", "pk").first()
+        if cursor
+        else None
+    )
+    if anchor is None:
+        after = before = ""
+    if anchor is not None and after:
+        at, pk = anchor["created_at"], anchor["pk"]
+        qs = filtered.filter(created_at__lte=at).filter(Q(created_at__lt=at) | Q(pk__lt=pk))
+        rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
+    elif anchor is not None and before:
+        at, pk = anchor["created_at"], anchor["pk"]
+        qs = filtered.filter(created_at__gte=at).filter(Q(created_at__gt=at) | Q(pk__gt=pk))
+        rows = list(qs.order_by("created_at", "pk")[: limit + 1])
+    else:
+        rows = list(filtered.order_by("-created_at", "-pk")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if before and anchor is not None:
+        rows.reverse()
+        older, newer = True, more
+    else:
+        older, newer = more, bool(after and anchor is not None)
+    preload_keys([p.customer for p in rows if p.customer is not None])
+    return PaymentPage(
+        rows=rows,
+        next_cursor=rows[-1].public_id if rows and older else None,
+        previous_cursor=rows[0].public_id if rows and newer else None,
+    )
+
+
+def payments_for_export(merchant: Merchant, filters: PaymentFilters) -> QuerySet[Payment]:
+    return payments_filtered(merchant, filters).order_by("-created_at", "-pk")
+
+
+def payment_exports_for(merchant: Merchant) -> QuerySet[PaymentExport]:
+    return PaymentExport.objects.filter(merchant=merchant).select_related("requested_by").defer("content")
+
+
+def payment_export_for(merchant: Merchant, public_id: str) -> PaymentExport | None:
+    return payment_exports_for(merchant).filter(public_id=public_id).first()
+
+
+def daily_stats_for(merchant: Merchant, *, first: dt.date, last: dt.date) -> list[PaymentDailyStat]:
+    """The rollup rows of ``first``..``last`` (a few per day, whatever the number of payments)."""
+    return list(
+        PaymentDailyStat.objects.filter(merchant=merchant, day__gte=first, day__lte=last)
+        .exclude(count=0)
+        .order_by("day", "currency", "outcome", "decline_code")
+    )

@@ -23,7 +23,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from accounts.models import Merchant, User
-from payments import events_codec, fraud, money, signals
+from payments import events_codec, fraud, money, signals, stats
 from payments.gateways import registry
 from payments.gateways.base import (
     ClientConfig,
@@ -491,6 +491,7 @@ def _transition(
 ) -> None:
     """Move a locked payment along the table; raises IllegalTransition otherwise."""
     previous = payment.status
+    previous_decline_code = payment.decline_code
     if not payment_move_allowed(previous, to, gateway_status=gateway_status):
         raise IllegalTransition(f"A payment cannot move from {previous} to {to}.")
     payment.status = to
@@ -501,6 +502,9 @@ def _transition(
         payment.succeeded_at = occurred_at or timezone.now()
         update.append("succeeded_at")
     payment.save(update_fields=sorted(set(update)))
+    stats.payment_outcome_moved(
+        payment=payment, previous_status=previous, previous_decline_code=previous_decline_code
+    )
     _history(
         payment,
         PaymentEvent.Kind.STATUS,
@@ -612,9 +616,14 @@ def payment_apply_gateway_state(
             fields["last_event_at"] = occurred_at
         if result.status == locked.status:
             if fields:
+                previous_decline_code = locked.decline_code
                 for name, value in fields.items():
                     setattr(locked, name, value)
                 locked.save(update_fields=[*fields.keys(), "updated_at"])
+                # A new decline code on a payment that stays failed moves it between chart buckets.
+                stats.payment_outcome_moved(
+                    payment=locked, previous_status=locked.status, previous_decline_code=previous_decline_code
+                )
                 # The card or the risk assessment may arrive after the status (Stripe's webhooks
                 # do not expand the charge): the fraud rules look again.
                 fraud.after_gateway_result(payment=locked)
@@ -1136,6 +1145,7 @@ def _apply_dispute(event: GatewayEvent, gd: GatewayDispute, payment: Payment) ->
                 evidence_due_by=gd.evidence_due_by,
                 last_event_at=event.created,
             )
+            stats.dispute_opened(dispute=dispute)
             _history(
                 payment,
                 PaymentEvent.Kind.DISPUTE,

@@ -235,3 +235,43 @@ def purge_merchant_webhook_log() -> int:
     from payments.merchant_webhooks import webhook_deliveries_purge
 
     return webhook_deliveries_purge()
+
+
+# --- Merchant dashboard: CSV exports and the charts' rollup -----------------------------------------
+
+
+@shared_task(bind=True, name="payments.export_payments", acks_late=True, ignore_result=True, max_retries=5)
+def export_payments(self, export_pk: int) -> str:  # noqa: ANN001
+    """Build a payments CSV export. Idempotent (a finished export is left alone; an interrupted
+    one starts over); retried with backoff, then marked failed."""
+    from payments.exports import payment_export_fail, payment_export_run
+
+    try:
+        return payment_export_run(export_pk=export_pk)
+    except Exception as exc:
+        if self.request.retries >= self.max_retries:
+            log.exception("payments export %s failed", export_pk)
+            payment_export_fail(export_pk=export_pk, reason="The export could not be built. Try again.")
+            return "failed"
+        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 300)) from exc
+
+
+@shared_task(name="payments.purge_payment_exports", acks_late=True, ignore_result=True)
+def purge_payment_exports() -> int:
+    """Hourly: drop the files of exports older than 7 days."""
+    from payments.exports import payment_exports_purge
+
+    return payment_exports_purge()
+
+
+@shared_task(name="payments.refresh_payment_stats", acks_late=True, ignore_result=True)
+def refresh_payment_stats(days: int = 3) -> int:
+    """Nightly: recompute the charts' rollup for the last few days (repairs any drift)."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from payments.stats import stats_rebuild
+
+    today = timezone.now().astimezone(dt.UTC).date()
+    return stats_rebuild(first=today - dt.timedelta(days=days - 1), last=today)

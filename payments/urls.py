@@ -1,8 +1,8 @@
 from django.urls import path
 
-from accounts.areas import area_page
 from payments import (
     views_checkout,
+    views_dashboard,
     views_disputes,
     views_fraud,
     views_links,
@@ -12,15 +12,19 @@ from payments import (
 )
 
 urlpatterns = [
+    path("payments/", views_dashboard.payments_list, name="payments_list"),
+    path("payments/export/", views_dashboard.export_create, name="payments_export_create"),
+    path("payments/exports/", views_dashboard.exports_list, name="payment_exports"),
+    path("payments/exports/<str:public_id>/", views_dashboard.export_detail, name="payment_export_detail"),
     path(
-        "payments/",
-        area_page(
-            title="Payments",
-            description="Payments taken through your checkout pages will be listed here, "
-            "with filters, search, refunds and CSV export.",
-            merchant=True,
-        ),
-        name="payments_list",
+        "payments/exports/<str:public_id>/progress.json",
+        views_dashboard.export_progress,
+        name="payment_export_progress",
+    ),
+    path(
+        "payments/exports/<str:public_id>/download/",
+        views_dashboard.export_download,
+        name="payment_export_download",
     ),
     path("payments/links/", views_links.links, name="payment_links"),
     path("payments/links/<str:public_id>/", views_links.link_detail, name="payment_link_detail"),

@@ -11,6 +11,7 @@ from payments.models.core import (
     Refund,
     WebhookEvent,
 )
+from payments.models.dashboard import PaymentDailyStat, PaymentExport
 from payments.models.endpoints import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from payments.models.fraud import FraudRule
 from payments.models.gateway_state import GatewaySecretSighting, SimulatedIntent
@@ -23,7 +24,9 @@ __all__ = [
     "GatewaySecretSighting",
     "IdempotencyRecord",
     "Payment",
+    "PaymentDailyStat",
     "PaymentEvent",
+    "PaymentExport",
     "PaymentSettings",
     "Refund",
     "SimulatedIntent",

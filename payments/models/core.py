@@ -194,7 +194,13 @@ class Payment(models.Model):
             # Keyset pagination of a merchant's payments, newest first, with and without filters.
             models.Index(fields=["merchant", "-created_at", "-id"], name="pay_merchant_created"),
             models.Index(fields=["merchant", "status", "-created_at", "-id"], name="pay_merchant_status"),
+            models.Index(fields=["merchant", "currency", "-created_at", "-id"], name="pay_merchant_currency"),
+            models.Index(
+                fields=["merchant", "fraud_outcome", "-created_at", "-id"], name="pay_merchant_risk"
+            ),
             models.Index(fields=["merchant", "customer", "-created_at"], name="pay_merchant_customer"),
+            # Amount ranges narrow enough that walking the date index would take long.
+            models.Index(fields=["merchant", "amount"], name="pay_merchant_amount"),
             models.Index(fields=["merchant", "review_status"], name="pay_merchant_review"),
             models.Index(fields=["status", "updated_at"], name="pay_status_updated"),
             # Fraud rules' velocity counts (per customer email uses pay_merchant_customer).

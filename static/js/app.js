@@ -29,7 +29,8 @@
   });
 
   // <div data-progress-url="/…/progress.json"> with a <progress> and a [data-progress-text] inside:
-  // poll the JSON ({status, done, total, message}) once a second, reload when the job ends.
+  // poll the JSON ({status, done, total, message}) once a second, reload when the job ends
+  // (statuses "queued", "pending" and "running" mean it is still going).
   function poll(box) {
     var url = box.getAttribute("data-progress-url");
     var bar = box.querySelector("progress");
@@ -42,7 +43,7 @@
         .then(function (job) {
           if (bar && job.total) { bar.max = job.total; bar.value = job.done; }
           if (text) { text.textContent = job.message || (job.done + " of " + job.total); }
-          if (job.status === "running" || job.status === "pending") {
+          if (job.status === "running" || job.status === "pending" || job.status === "queued") {
             if (tries < 3600) window.setTimeout(tick, 1000);
           } else {
             window.location.reload();

@@ -1,0 +1,252 @@
+"""CSV exports of a merchant's payments: requested from the list, built by a Celery task.
+
+* :func:`payment_export_create` stores the request (the list's filters, checked)
+  and enqueues :func:`payments.tasks.export_payments` on commit.
+* :func:`payment_export_run` (the task's body) builds the file in keyset batches,
+  reporting progress, and stores it encrypted under the merchant's data key. It
+  is idempotent: a finished export is left alone, a run cut short starts over.
+* :func:`payment_export_download` hands the file to a team member and audits it.
+
+Customer emails: owners and admins get them in full (they can already reveal
+them on a payment); every other role gets them masked (``j•••@example.com``).
+Every cell that a spreadsheet would read as a formula (starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return) is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Merchant, Role, User
+from payments import money, selectors
+from payments.forms_dashboard import PaymentFilterForm, PaymentFilters
+from payments.models import Payment, PaymentExport
+from security import audit
+from security.crypto import is_erased, preload_keys
+from security.errors import ApplicationError, IllegalTransition
+from security.masking import mask_email
+
+EXPORT_TTL = timedelta(days=7)
+BATCH = 1000
+FULL_EMAIL_ROLES = (Role.OWNER, Role.ADMIN)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+COLUMNS = [
+    "id",
+    "created_utc",
+    "status",
+    "amount",
+    "currency",
+    "amount_refunded",
+    "gateway",
+    "mode",
+    "customer_email",
+    "card_brand",
+    "card_last4",
+    "risk_outcome",
+    "decline_code",
+    "description",
+]
+
+X = PaymentExport.Status
+EXPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    X.QUEUED: frozenset({X.RUNNING, X.FAILED}),
+    X.RUNNING: frozenset({X.SUCCEEDED, X.FAILED}),
+    X.SUCCEEDED: frozenset(),
+    X.FAILED: frozenset(),
+}
+
+
+def safe_cell(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (OWASP's CSV injection advice)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _transition(export: PaymentExport, to: str, *, fields: dict[str, Any] | None = None) -> None:
+    if to not in EXPORT_TRANSITIONS[export.status]:
+        raise IllegalTransition(f"An export cannot move from {export.status} to {to}.")
+    export.status = to
+    for name, value in (fields or {}).items():
+        setattr(export, name, value)
+    export.save(update_fields=["status", *(fields or {})])
+
+
+def filters_from(raw: dict[str, str]) -> PaymentFilters:
+    form = PaymentFilterForm(raw)
+    if not form.is_valid():
+        raise ApplicationError("The export's filters are not valid.", code="invalid_filters")
+    return form.filters()
+
+
+def payment_export_create(
+    *, actor: User, merchant: Merchant, role: str, raw_filters: dict[str, str]
+) -> PaymentExport:
+    """Queue an export of the payments matching ``raw_filters`` (the list's query string)."""
+    filters_from(raw_filters)  # refuse bad filters now, not in the worker
+    with transaction.atomic():
+        export = PaymentExport.objects.create(
+            merchant=merchant,
+            requested_by=actor,
+            filters=raw_filters,
+            full_emails=role in FULL_EMAIL_ROLES,
+        )
+        audit.record(
+            actor=actor,
+            action="payments.export_requested",
+            target=export,
+            merchant=merchant,
+            details={"filters": sorted(raw_filters), "full_emails": export.full_emails},
+        )
+        from payments import tasks
+
+        pk = export.pk
+        transaction.on_commit(lambda: tasks.export_payments.delay(pk))
+    return export
+
+
+def _row(payment: Payment, *, full_emails: bool) -> list[str]:
+    email: Any = ""
+    if payment.customer is not None:
+        email = payment.customer.email
+        if is_erased(email):
+            email = "[erased]"
+        elif not full_emails:
+            email = mask_email(email)
+    cells = [
+        payment.public_id,
+        payment.created_at.astimezone(UTC).isoformat(timespec="seconds"),
+        payment.status,
+        str(money.to_decimal(payment.amount, payment.currency)),
+        payment.currency,
+        str(money.to_decimal(payment.amount_refunded, payment.currency)),
+        payment.gateway,
+        payment.mode,
+        email,
+        payment.card_brand,
+        payment.card_last4,
+        payment.fraud_outcome,
+        payment.decline_code,
+        payment.description,
+    ]
+    return [safe_cell(c) for c in cells]
+
+
+def payment_export_run(*, export_pk: int, batch_size: int = BATCH) -> str:
+    """Build the export's CSV (the task's body). Returns the final status."""
+    with transaction.atomic():
+        export = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export_pk)
+        if export.status in (X.SUCCEEDED, X.FAILED):
+            return export.status
+        filters = filters_from(export.filters)
+        qs = selectors.payments_for_export(export.merchant, filters)
+        total = qs.count()
+        fields = {"rows_done": 0, "rows_total": total, "started_at": timezone.now()}
+        if export.status == X.QUEUED:
+            _transition(export, X.RUNNING, fields=fields)
+        else:  # a run cut short (worker lost): start over
+            for name, value in fields.items():
+                setattr(export, name, value)
+            export.save(update_fields=list(fields))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    done = 0
+    cursor: tuple[Any, int] | None = None
+    while True:
+        batch_qs = qs
+        if cursor is not None:
+            at, pk = cursor
+            batch_qs = qs.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
+        batch = list(batch_qs[:batch_size])
+        if not batch:
+            break
+        preload_keys([p.customer for p in batch if p.customer is not None])
+        for payment in batch:
+            writer.writerow(_row(payment, full_emails=export.full_emails))
+        done += len(batch)
+        cursor = (batch[-1].created_at, batch[-1].pk)
+        PaymentExport.objects.filter(pk=export.pk).update(rows_done=done, rows_total=max(total, done))
+        if len(batch) < batch_size:
+            break
+    content = buffer.getvalue().encode("utf-8")
+    with transaction.atomic():
+        locked = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export_pk)
+        if locked.status != X.RUNNING:
+            return locked.status
+        now = timezone.now()
+        _transition(
+            locked,
+            X.SUCCEEDED,
+            fields={
+                "content": content,
+                "size": len(content),
+                "rows_done": done,
+                "rows_total": done,
+                "finished_at": now,
+                "expires_at": now + EXPORT_TTL,
+            },
+        )
+        audit.record(
+            actor=locked.requested_by,
+            action="payments.exported",
+            target=locked,
+            merchant=locked.merchant,
+            details={"rows": done, "full_emails": locked.full_emails},
+        )
+    return X.SUCCEEDED
+
+
+def payment_export_fail(*, export_pk: int, reason: str) -> None:
+    with transaction.atomic():
+        export = PaymentExport.objects.select_for_update().get(pk=export_pk)
+        if export.status in (X.QUEUED, X.RUNNING):
+            _transition(export, X.FAILED, fields={"error": reason[:300], "finished_at": timezone.now()})
+            audit.record(
+                actor=None,
+                action="payments.export_failed",
+                target=export,
+                merchant=export.merchant_id and export.merchant,
+            )
+
+
+def payment_export_download(*, actor: User, export: PaymentExport) -> bytes:
+    """The export's file for a team member of its merchant; audited."""
+    with transaction.atomic():
+        locked = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export.pk)
+        if locked.status != X.SUCCEEDED:
+            raise ApplicationError("This export is not ready.", code="export_not_ready")
+        if locked.is_expired() or locked.content is None:
+            raise ApplicationError(
+                "This export has expired (files are kept for 7 days). Start a new one.", code="export_expired"
+            )
+        content = locked.content
+        if is_erased(content):
+            raise ApplicationError("This export can no longer be read.", code="export_erased")
+        locked.downloads += 1
+        locked.save(update_fields=["downloads"])
+        audit.record(
+            actor=actor,
+            action="payments.export_downloaded",
+            target=locked,
+            merchant=locked.merchant,
+            details={"rows": locked.rows_done},
+        )
+    return bytes(content)
+
+
+def payment_exports_purge(*, now: Any = None) -> int:
+    """Drop the files of expired exports (the rows stay, as a record of what was exported)."""
+    now = now or timezone.now()
+    purged = 0
+    for export in PaymentExport.objects.filter(expires_at__lte=now, size__gt=0):
+        export.content = None
+        export.size = 0
+        export.save(update_fields=["content", "size"])
+        purged += 1
+    return purged
