@@ -79,3 +79,17 @@ def django_on_scratch_db(name: str) -> str:
     os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
     os.environ.setdefault("STATIC_MANIFEST", "0")
     return setup(f"fp_bench_{name}")
+
+
+def timed(fn, rounds: int) -> tuple[float, float]:
+    """Call ``fn`` ``rounds`` times; returns (median, p95) in milliseconds."""
+    import statistics
+    import time
+
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]

@@ -12,10 +12,10 @@ database is dropped at exit. Without PostgreSQL it says so and stops.
 
 from __future__ import annotations
 
-import statistics
 import time
 
 from _setup import django_on_scratch_db
+from _setup import timed as _timed
 
 ROUNDS = 20
 MAIN_PAYMENTS = 1_000_000
@@ -72,13 +72,7 @@ WHERE p.merchant_id = %(merchant)s AND p.status = 'succeeded' AND p.id %% 400 = 
 
 
 def timed(fn, rounds: int = ROUNDS) -> tuple[float, float]:
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
+    return _timed(fn, rounds)
 
 
 def main() -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import random
-import statistics
 import time
 from datetime import timedelta
 
 from _setup import setup
+from _setup import timed as _timed
 
 ROUNDS = 200
 PAYMENTS = 200_000
@@ -23,13 +23,7 @@ BURST = 5_000
 
 
 def timed(fn, rounds: int = ROUNDS) -> tuple[float, float]:
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+    return _timed(fn, rounds)
 
 
 def main() -> None:

@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 from _setup import django_on_scratch_db
+from _setup import timed as _timed
 
 ROUNDS = 200
 
 
 def timed(fn, rounds: int = ROUNDS) -> tuple[float, float]:
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+    return _timed(fn, rounds)
 
 
 def main() -> None:

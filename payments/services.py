@@ -946,8 +946,10 @@ def webhook_ingest(*, gateway: str, body: bytes, headers: dict[str, str]) -> Ing
     from payments import tasks
 
     # Outside a transaction (a webhook request) this runs at once, the row being committed.
-    # Usually one cache write: a drain task already running picks the new row up.
-    transaction.on_commit(tasks.schedule_webhook_drain)
+    # Usually one cache write: a drain task already running picks the new row up. If the
+    # cache or broker is down the event is still stored and acknowledged (robust: logged,
+    # not raised); the beat sweep schedules its drain within a minute.
+    transaction.on_commit(tasks.schedule_webhook_drain, robust=True)
     return Ingested(pk, duplicate=False)
 
 

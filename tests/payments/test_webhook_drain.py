@@ -139,3 +139,19 @@ def test_the_sweep_schedules_a_drain_only_when_something_waits(client, tenant, m
 
     assert tasks.sweep_webhook_events() is True
     assert enqueued == [0, 0]
+
+
+def test_a_webhook_is_stored_and_acknowledged_even_when_the_broker_is_down(client, tenant, monkeypatch):
+    [payment] = _started_payments(client, tenant, 1)
+
+    def broker_down(slot=0):
+        raise ConnectionError("Redis is unreachable")
+
+    monkeypatch.setattr(tasks.drain_webhook_events, "delay", broker_down)
+
+    _post(*_processing_event(payment, "evt_broker_down"))  # 200: the gateway will not redeliver
+
+    assert WebhookEvent.objects.get(event_id="evt_broker_down").status == "received"
+    # The flag was released, so the sweep (or the next event) schedules the drain.
+    monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: None)
+    assert tasks.sweep_webhook_events() is True
