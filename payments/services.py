@@ -14,7 +14,7 @@ The rules every function here keeps:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -1034,6 +1034,19 @@ def _apply_event(
     # (one read); one that needs a re-fetch first asks the gateway without holding it.
     lock_now = event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT
     payment = _find_payment(event, lock=lock_now)
+    if payment is None and event.kind == "payment" and event.gateway in REFETCH_ON_PAYMENT_EVENT:
+        # Braintree refunds are credit transactions: their settlement notifications name the
+        # credit, not the sale. Ask Braintree for the credit and let the refund follow it.
+        refund = (
+            Refund.objects.select_related("payment")
+            .filter(gateway_refund_id=event.gateway_payment_id, payment__gateway=event.gateway)
+            .first()
+        )
+        if refund is not None:
+            gateway = registry.gateway_for(refund.payment.gateway)
+            state = gateway.fetch_refund(payment_ref_for(refund.payment), refund.gateway_refund_id)  # type: ignore[attr-defined]
+            outcome = _apply_refund_event(replace(event, kind="refund", refund=state), refund.payment)
+            return outcome, "", refund.merchant_id
     if payment is None:
         if give_up_on_missing:
             return ignored, "no matching payment", None

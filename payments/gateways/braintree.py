@@ -292,6 +292,12 @@ def refund_from_transaction(credit: Any, *, refund_id: str | None, original_id: 
         refund_id=refund_id,
         method="refund",
         gateway_status=raw_status,
+        failure_reason=(
+            "The card network declined the refund at settlement"
+            + (f" ({text})" if (text := _get(credit, "processor_settlement_response_text")) else "")
+            if raw_status == "settlement_declined"
+            else None
+        ),
         created=_aware(_get(credit, "created_at")),
     )
 
@@ -636,6 +642,11 @@ class BraintreeGateway:
     def fetch_payment(self, ref: PaymentRef) -> GatewayPayment:
         txn = self._call(self.sdk.transaction.find, ref.gateway_payment_id)
         return payment_from_transaction(txn, gateway=self.name, request_currency=ref.currency)
+
+    def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
+        """A refund's current state: Braintree refunds are credit transactions of their own."""
+        credit = self._call(self.sdk.transaction.find, gateway_refund_id)
+        return refund_from_transaction(credit, refund_id=None, original_id=ref.gateway_payment_id)
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         try:

@@ -29,6 +29,7 @@ refund of an unsettled sale            test_refund_of_an_unsettled_sale_voids_it
 duplicate webhooks                     test_duplicate_notifications_are_applied_once
 out-of-order webhooks                  test_out_of_order_notifications_keep_the_newest
 declined at settlement                 test_settlement_declined_reverses_a_succeeded_sale
+refund declined at settlement          test_a_refund_declined_at_settlement_fails_and_gives_the_amount_back
 =====================================  ==========================================================
 """
 
@@ -367,3 +368,24 @@ def test_only_settlement_declined_may_move_a_payment_backwards(world: BraintreeW
     assert not payment_move_allowed("succeeded", "failed", gateway_status="processor_declined")
     assert not payment_move_allowed("succeeded", "failed")
     assert not payment_move_allowed("canceled", "failed", gateway_status="settlement_declined")
+
+
+def test_a_refund_declined_at_settlement_fails_and_gives_the_amount_back(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settled(payment)
+    refund_from_page(world.tenant, payment, amount="10.00", reason="One item returned")
+    [refund] = Refund.objects.filter(payment=payment)
+    assert refund.status == "succeeded"
+
+    world.sdk.testing.settlement_decline_transaction(refund.gateway_refund_id)
+    # The notification names the credit transaction, not the sale it refunds.
+    world.deliver(world.notification("transaction_settlement_declined", refund.gateway_refund_id))
+
+    refund.refresh_from_db()
+    payment.refresh_from_db()
+    assert refund.status == "failed"
+    assert "declined the refund at settlement" in refund.failure_reason
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+    assert WebhookEvent.objects.get(type="transaction_settlement_declined").status == "applied"
+    page = merchant_page(world.tenant, payment)
+    assert "Up to <strong>25.00 USD</strong> can be refunded" in page
