@@ -3,9 +3,11 @@
 * :func:`payment_export_create` stores the request (the list's filters, checked)
   and enqueues :func:`payments.tasks.export_payments` on commit.
 * :func:`payment_export_run` (the task's body) builds the file in keyset batches,
-  reporting progress, and stores it encrypted under the merchant's data key. It
-  is idempotent: a finished export is left alone, a run cut short starts over.
-* :func:`payment_export_download` hands the file to a team member and audits it.
+  reporting progress; each batch's CSV is stored as one part, encrypted under the
+  merchant's data key, so memory stays flat however large the export. It is
+  idempotent: a finished export is left alone, a run cut short starts over.
+* :func:`payment_export_download` hands the file to a team member a part at a
+  time (for a streaming response) and audits it.
 
 Customer emails: owners and admins get them in full (they can already reveal
 them on a payment); every other role gets them masked (``j•••@example.com``).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -26,7 +29,7 @@ from django.utils import timezone
 from accounts.models import Merchant, Role, User
 from payments import money, selectors
 from payments.forms_dashboard import PaymentFilterForm, PaymentFilters
-from payments.models import Payment, PaymentExport
+from payments.models import Payment, PaymentExport, PaymentExportPart
 from security import audit
 from security.crypto import is_erased, preload_keys
 from security.errors import ApplicationError, IllegalTransition
@@ -137,46 +140,63 @@ def _row(payment: Payment, *, full_emails: bool) -> list[str]:
     return [safe_cell(c) for c in cells]
 
 
-def payment_export_run(*, export_pk: int, batch_size: int = BATCH) -> str:
+def _csv_text(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
     """Build the export's CSV (the task's body). Returns the final status."""
+    batch_size = batch_size or BATCH
     with transaction.atomic():
-        export = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export_pk)
+        export = (
+            PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export_pk)
+        )
         if export.status in (X.SUCCEEDED, X.FAILED):
             return export.status
         filters = filters_from(export.filters)
         qs = selectors.payments_for_export(export.merchant, filters)
         total = qs.count()
-        fields = {"rows_done": 0, "rows_total": total, "started_at": timezone.now()}
+        fields = {"rows_done": 0, "rows_total": total, "size": 0, "started_at": timezone.now()}
         if export.status == X.QUEUED:
             _transition(export, X.RUNNING, fields=fields)
         else:  # a run cut short (worker lost): start over
+            export.parts.all().delete()
             for name, value in fields.items():
                 setattr(export, name, value)
             export.save(update_fields=list(fields))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
-    done = 0
+    done = size = 0
     cursor: tuple[Any, int] | None = None
+    number = 0
     while True:
         batch_qs = qs
         if cursor is not None:
             at, pk = cursor
             batch_qs = qs.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
         batch = list(batch_qs[:batch_size])
-        if not batch:
+        if not batch and number > 0:
             break
         preload_keys([p.customer for p in batch if p.customer is not None])
-        for payment in batch:
-            writer.writerow(_row(payment, full_emails=export.full_emails))
+        rows = [_row(payment, full_emails=export.full_emails) for payment in batch]
+        content = _csv_text([COLUMNS, *rows] if number == 0 else rows)
         done += len(batch)
-        cursor = (batch[-1].created_at, batch[-1].pk)
-        PaymentExport.objects.filter(pk=export.pk).update(rows_done=done, rows_total=max(total, done))
+        size += len(content)
+        with transaction.atomic():
+            PaymentExportPart.objects.create(
+                export=export, merchant_id=export.merchant_id, number=number, rows=len(batch), content=content
+            )
+            PaymentExport.objects.filter(pk=export.pk).update(
+                rows_done=done, rows_total=max(total, done), size=size
+            )
+        number += 1
         if len(batch) < batch_size:
             break
-    content = buffer.getvalue().encode("utf-8")
+        cursor = (batch[-1].created_at, batch[-1].pk)
     with transaction.atomic():
-        locked = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export_pk)
+        locked = (
+            PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export_pk)
+        )
         if locked.status != X.RUNNING:
             return locked.status
         now = timezone.now()
@@ -184,8 +204,7 @@ def payment_export_run(*, export_pk: int, batch_size: int = BATCH) -> str:
             locked,
             X.SUCCEEDED,
             fields={
-                "content": content,
-                "size": len(content),
+                "size": size,
                 "rows_done": done,
                 "rows_total": done,
                 "finished_at": now,
@@ -215,18 +234,24 @@ def payment_export_fail(*, export_pk: int, reason: str) -> None:
             )
 
 
-def payment_export_download(*, actor: User, export: PaymentExport) -> bytes:
-    """The export's file for a team member of its merchant; audited."""
+def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[bytes]:
+    """The export's file for a team member of its merchant, a part at a time; audited.
+
+    Checks and the audit event happen here, before the first byte is sent; the parts are
+    read (and decrypted) one by one as the response streams.
+    """
     with transaction.atomic():
-        locked = PaymentExport.objects.select_for_update().select_related("merchant").get(pk=export.pk)
+        locked = (
+            PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export.pk)
+        )
         if locked.status != X.SUCCEEDED:
             raise ApplicationError("This export is not ready.", code="export_not_ready")
-        if locked.is_expired() or locked.content is None:
+        first = locked.parts.order_by("number").first()
+        if locked.is_expired() or first is None:
             raise ApplicationError(
                 "This export has expired (files are kept for 7 days). Start a new one.", code="export_expired"
             )
-        content = locked.content
-        if is_erased(content):
+        if is_erased(first.content):
             raise ApplicationError("This export can no longer be read.", code="export_erased")
         locked.downloads += 1
         locked.save(update_fields=["downloads"])
@@ -237,7 +262,18 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> bytes:
             merchant=locked.merchant,
             details={"rows": locked.rows_done},
         )
-    return bytes(content)
+    return _parts(locked.pk)
+
+
+def _parts(export_pk: int) -> Iterator[bytes]:
+    numbers = list(
+        PaymentExportPart.objects.filter(export_id=export_pk).order_by("number").values_list("pk", flat=True)
+    )
+    for pk in numbers:
+        part = PaymentExportPart.objects.select_related("merchant").filter(pk=pk).first()
+        if part is None or is_erased(part.content):
+            return  # purged or erased while streaming: stop rather than send a broken row
+        yield bytes(part.content)
 
 
 def payment_exports_purge(*, now: Any = None) -> int:
@@ -245,8 +281,9 @@ def payment_exports_purge(*, now: Any = None) -> int:
     now = now or timezone.now()
     purged = 0
     for export in PaymentExport.objects.filter(expires_at__lte=now, size__gt=0):
-        export.content = None
-        export.size = 0
-        export.save(update_fields=["content", "size"])
+        with transaction.atomic():
+            export.parts.all().delete()
+            export.size = 0
+            export.save(update_fields=["size"])
         purged += 1
     return purged

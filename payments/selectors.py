@@ -263,7 +263,7 @@ def payments_for_export(merchant: Merchant, filters: PaymentFilters) -> QuerySet
 
 
 def payment_exports_for(merchant: Merchant) -> QuerySet[PaymentExport]:
-    return PaymentExport.objects.filter(merchant=merchant).select_related("requested_by").defer("content")
+    return PaymentExport.objects.filter(merchant=merchant).select_related("requested_by")
 
 
 def payment_export_for(merchant: Merchant, public_id: str) -> PaymentExport | None:

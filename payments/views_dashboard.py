@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -135,11 +135,12 @@ def export_progress(request: HttpRequest, public_id: str) -> JsonResponse:
 def export_download(request: HttpRequest, public_id: str) -> HttpResponse:
     export = _export(request, public_id)
     try:
-        content = exports.payment_export_download(actor=request.user, export=export)
+        parts = exports.payment_export_download(actor=request.user, export=export)
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("payment_export_detail", public_id=public_id)
-    response = HttpResponse(content, content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(parts, content_type="text/csv; charset=utf-8")
+    response["Content-Length"] = str(export.size)
     response["Content-Disposition"] = f'attachment; filename="{export.file_name}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response

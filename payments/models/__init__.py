@@ -11,7 +11,7 @@ from payments.models.core import (
     Refund,
     WebhookEvent,
 )
-from payments.models.dashboard import PaymentDailyStat, PaymentExport
+from payments.models.dashboard import PaymentDailyStat, PaymentExport, PaymentExportPart
 from payments.models.endpoints import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from payments.models.fraud import FraudRule
 from payments.models.gateway_state import GatewaySecretSighting, SimulatedIntent
@@ -27,6 +27,7 @@ __all__ = [
     "PaymentDailyStat",
     "PaymentEvent",
     "PaymentExport",
+    "PaymentExportPart",
     "PaymentSettings",
     "Refund",
     "SimulatedIntent",

@@ -67,10 +67,7 @@ class PaymentExport(models.Model):
     rows_done = models.PositiveIntegerField(default=0)
     rows_total = models.PositiveIntegerField(default=0)
     error = models.CharField(max_length=300, blank=True)
-    content = EncryptedBinaryField(
-        null=True, blank=True, subject=EncryptionSubject("merchant", "merchant__public_id")
-    )
-    size = models.PositiveBigIntegerField(default=0)
+    size = models.PositiveBigIntegerField(default=0)  # bytes of CSV stored in its parts
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -101,3 +98,26 @@ class PaymentExport(models.Model):
 
     def is_expired(self, now=None) -> bool:  # noqa: ANN001
         return bool(self.expires_at and (now or timezone.now()) >= self.expires_at)
+
+
+class PaymentExportPart(models.Model):
+    """One batch of an export's CSV (the first part starts with the header row).
+
+    A large export is written, and downloaded, a part at a time, so neither the task nor
+    the download ever holds the whole file in memory. Encrypted under the merchant's key.
+    """
+
+    public_id = models.CharField(
+        max_length=40, unique=True, default=public_id_default("expp"), editable=False
+    )
+    export = models.ForeignKey(PaymentExport, on_delete=models.CASCADE, related_name="parts")
+    merchant = models.ForeignKey("accounts.Merchant", on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    rows = models.PositiveIntegerField(default=0)
+    content = EncryptedBinaryField(subject=EncryptionSubject("merchant", "merchant__public_id"))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["export", "number"], name="uniq_export_part")]
+
+    def __str__(self) -> str:
+        return f"{self.export_id}#{self.number}"

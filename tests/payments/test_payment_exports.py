@@ -12,7 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from payments import exports
-from payments.models import Payment, PaymentExport
+from payments.models import Payment, PaymentExport, PaymentExportPart
 from security.models import AuditEvent
 from tests.payments.dashboard_helpers import BASE_TIME, make_many, make_payment
 
@@ -25,6 +25,11 @@ def start_export(client, capture, query: dict[str, str], *, run: bool = True) ->
     assert response.status_code == 302, response.content.decode()
     public_id = re.search(r"/payments/exports/(exp_[A-Za-z0-9]+)/", response["Location"]).group(1)
     return PaymentExport.objects.get(public_id=public_id)
+
+
+def stored_csv(export: PaymentExport) -> bytes:
+    """The file as the download streams it: its parts in order."""
+    return b"".join(bytes(p.content) for p in export.parts.order_by("number"))
 
 
 def read_csv(response) -> list[dict[str, str]]:
@@ -99,15 +104,18 @@ def test_batches_neither_repeat_nor_skip_rows_and_running_twice_is_harmless(tena
     export = PaymentExport.objects.create(merchant=m, requested_by=tenant.owner, filters={}, full_emails=True)
     assert exports.payment_export_run(export_pk=export.pk, batch_size=2) == "succeeded"
     export.refresh_from_db()
-    rows = list(csv.DictReader(io.StringIO(bytes(export.content).decode())))
+    rows = list(csv.DictReader(io.StringIO(stored_csv(export).decode())))
     expected = list(
         Payment.objects.filter(merchant=m).order_by("-created_at", "-id").values_list("public_id", flat=True)
     )
     assert [r["id"] for r in rows] == expected
-    before = bytes(export.content)
+    # Written a batch at a time: 13 rows in parts of 2, the header in the first only.
+    assert list(export.parts.order_by("number").values_list("rows", flat=True)) == [2, 2, 2, 2, 2, 2, 1]
+    assert export.size == len(stored_csv(export))
+    before = stored_csv(export)
     assert exports.payment_export_run(export_pk=export.pk) == "succeeded"  # a redelivered task
     export.refresh_from_db()
-    assert bytes(export.content) == before
+    assert stored_csv(export) == before
     assert AuditEvent.objects.filter(action="payments.exported", target_id=export.public_id).count() == 1
 
 
@@ -130,9 +138,9 @@ def test_the_file_is_encrypted_at_rest_and_expires(
     client = verified_client(tenant.owner)
     export = start_export(client, django_capture_on_commit_callbacks, {})
     with connection.cursor() as cursor:
-        cursor.execute("SELECT content FROM payments_paymentexport WHERE id = %s", [export.pk])
-        raw = cursor.fetchone()[0]
-    stored = raw.encode() if isinstance(raw, str) else bytes(raw)
+        cursor.execute("SELECT content FROM payments_paymentexportpart WHERE export_id = %s", [export.pk])
+        raw = b"".join(r.encode() if isinstance(r, str) else bytes(r) for (r,) in cursor.fetchall())
+    stored = raw
     assert (
         stored
         and b"jane@example.com" not in stored
@@ -144,7 +152,7 @@ def test_the_file_is_encrypted_at_rest_and_expires(
     assert "has expired" in response.content.decode()
     assert exports.payment_exports_purge() == 1
     export.refresh_from_db()
-    assert export.content is None and export.size == 0
+    assert export.size == 0 and not PaymentExportPart.objects.filter(export=export).exists()
 
 
 @pytest.mark.parametrize(
@@ -179,3 +187,26 @@ def test_bad_filters_are_refused_before_anything_is_queued(verified_client, tena
     response = verified_client(tenant.owner).post("/payments/export/", {"amount_min": "lots"}, follow=True)
     assert "Fix the filters" in response.content.decode()
     assert not PaymentExport.objects.exists()
+
+
+def test_a_large_export_downloads_as_one_file_streamed_part_by_part(
+    verified_client, tenant, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr(exports, "BATCH", 3)
+    make_many(tenant.merchant, 8)
+    client = verified_client(tenant.owner)
+    export = start_export(client, django_capture_on_commit_callbacks, {})
+    export.refresh_from_db()
+    assert export.parts.count() == 3
+
+    response = client.get(f"/payments/exports/{export.public_id}/download/")
+
+    assert response.streaming and response["Content-Length"] == str(export.size)
+    chunks = list(response.streaming_content)
+    assert len(chunks) == 3
+    body = b"".join(chunks).decode()
+    assert body.count("\r\n") == 9 and body.startswith("id,created_utc,")  # header + 8 rows
+    assert (
+        AuditEvent.objects.filter(action="payments.export_downloaded", target_id=export.public_id).count()
+        == 1
+    )
