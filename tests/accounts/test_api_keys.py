@@ -24,6 +24,13 @@ from tests.conftest import make_user
 pytestmark = pytest.mark.django_db
 
 
+def _key_row(client: Client, name: str) -> str:
+    """The row of the Developers page's key table that names ``name``."""
+    page = client.get(reverse("developers")).content.decode()
+    [row] = [row for row in page.split("<tr>")[1:] if f"<td>{name}</td>" in row]
+    return row.split("</tr>")[0]
+
+
 def bearer(secret: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
 
@@ -55,10 +62,16 @@ def test_key_is_shown_once_after_a_fresh_code_and_stored_only_as_a_hash(verified
     # Shown once only.
     assert secret not in client.get(reverse("developers")).content.decode()
     assert AuditEvent.objects.filter(action="api_key.created", merchant_id=tenant.merchant.public_id).exists()
+    # The key is listed by name and prefix, never by its secret; the audit log does not keep it either.
+    listed = client.get(reverse("developers")).content.decode()
+    assert "Shop backend" in listed and f"<code>{key.display_prefix}…</code>" in listed
+    assert secret not in str(list(AuditEvent.objects.values_list("details", flat=True)))
 
 
-def test_key_authenticates_the_api_and_records_last_use(tenant):
+def test_key_authenticates_the_api_and_records_last_use(verified_client, tenant):
     issued = api_key_create(actor=tenant.owner, merchant=tenant.merchant, name="ci", scope="read")
+    page = verified_client(tenant.owner)
+    assert _key_row(page, "ci").count("never") == 1  # the Last used column
     response = me(issued.secret)
     assert response.status_code == 200
     body = response.json()
@@ -69,6 +82,8 @@ def test_key_authenticates_the_api_and_records_last_use(tenant):
     )
     issued.key.refresh_from_db()
     assert issued.key.last_used_at is not None
+    used = _key_row(page, "ci")
+    assert "never" not in used and " ago</td>" in used  # the developer sees when the key was last used
 
 
 def test_bad_keys_get_json_errors_with_a_stable_code():
@@ -90,6 +105,7 @@ def test_expired_and_revoked_keys_are_refused_with_the_reason(tenant):
     api_key_revoke(actor=tenant.owner, key=revoked.key)
     response = me(revoked.secret)
     assert response.status_code == 401 and "revoked" in response.json()["error"]["message"]
+    assert AuditEvent.objects.filter(action="api_key.revoked", target_id=revoked.key.public_id).exists()
 
 
 def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_an_overlap(tenant):
@@ -98,6 +114,7 @@ def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_an_overlap(tenant):
     assert me(old.secret).status_code == 200 and me(new.secret).status_code == 200
     old.key.refresh_from_db()
     assert old.key.rotated_to == new.key
+    assert AuditEvent.objects.filter(action="api_key.rotated", merchant_id=tenant.merchant.public_id).exists()
     assert timedelta(hours=23) < old.key.expires_at - timezone.now() <= timedelta(hours=24)
     with pytest.raises(ApplicationError, match="already been rotated"):
         api_key_rotate(actor=tenant.owner, key=old.key)
@@ -108,10 +125,15 @@ def test_rotation_issues_a_new_key_and_keeps_the_old_one_for_an_overlap(tenant):
 def test_only_owners_admins_and_developers_manage_keys(verified_client, tenant):
     with pytest.raises(PermissionDeniedError):
         api_key_create(actor=tenant.teammate, merchant=tenant.merchant, name="x", scope="read")
-    assert verified_client(tenant.teammate).get(reverse("developers")).status_code == 403
+    api_key_create(actor=tenant.owner, merchant=tenant.merchant, name="Warehouse sync", scope="read")
+    refused = verified_client(tenant.teammate).get(reverse("developers"))
+    assert refused.status_code == 403
+    assert "Warehouse sync" not in refused.content.decode()
     dev = make_user("dev@alpha.example.com")
     Membership.objects.create(user=dev, merchant=tenant.merchant, role=Role.DEVELOPER)
-    assert verified_client(dev).get(reverse("developers")).status_code == 200
+    opened = verified_client(dev).get(reverse("developers"))
+    assert opened.status_code == 200
+    assert "Warehouse sync" in opened.content.decode() and "Create key" in opened.content.decode()
 
 
 def test_live_keys_need_an_approved_merchant(tenant):
@@ -129,6 +151,8 @@ def test_outsider_cannot_revoke_or_rotate_another_merchants_key(verified_client,
     assert client.post(reverse("api_key_rotate", args=[issued.key.public_id])).status_code == 404
     issued.key.refresh_from_db()
     assert issued.key.status == "active"
+    assert me(issued.secret).status_code == 200  # the merchant's integration keeps working
+    assert ApiKey.objects.count() == 1  # no replacement key was issued to anyone
 
 
 class _WriteProbe(APIView):

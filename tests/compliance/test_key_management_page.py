@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from payments.services import customer_for_email
-from security.models import DataKey, KeyRotation
+from security.models import AuditEvent, DataKey, KeyRotation
 from tests.conftest import make_user
 from tests.security.conftest import random_key
 
@@ -27,8 +27,13 @@ def officer():
 
 
 def test_only_key_managers_open_the_page(verified_client, officer, owner):
-    assert verified_client(owner).get(reverse("key_management")).status_code == 403
-    assert verified_client(officer).get(reverse("key_management")).status_code == 200
+    refused = verified_client(owner).get(reverse("key_management"))
+    assert refused.status_code == 403
+    assert "Key-encryption keys" not in refused.content.decode()
+    opened = verified_client(officer).get(reverse("key_management"))
+    assert opened.status_code == 200
+    page = opened.content.decode()
+    assert "<h1>Encryption keys</h1>" in page and "Key-encryption keys" in page
 
 
 def test_rotation_runs_as_a_task_and_reports_progress(
@@ -50,6 +55,12 @@ def test_rotation_runs_as_a_task_and_reports_progress(
     assert set(DataKey.objects.values_list("kek_id", flat=True)) == {"new"}
     progress = client.get(reverse("key_rotation_progress", args=[run.pk])).json()
     assert progress["status"] == "done" and progress["done"] == progress["total"] == run.total
+    # What the officer sees afterwards, and what the audit log keeps.
+    after = client.get(reverse("key_management")).content.decode()
+    assert "Every data key is wrapped by the active KEK" in after and "Rotate to new" not in after
+    started = AuditEvent.objects.get(action="crypto.rotation_started")
+    assert started.actor_label == officer.email and started.target_id == str(run.pk)
+    assert started.details == {"target_kek": "new", "data_keys": run.total}
 
 
 def test_starting_a_rotation_needs_a_fresh_code(verified_client, officer):
@@ -60,3 +71,4 @@ def test_starting_a_rotation_needs_a_fresh_code(verified_client, officer):
     response = client.post(reverse("key_rotation_start"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("two_factor_step_up"))
     assert not KeyRotation.objects.exists()
+    assert not AuditEvent.objects.filter(action="crypto.rotation_started").exists()

@@ -119,6 +119,14 @@ def test_another_merchants_id_is_not_a_cursor(tenant, outsider):
     make_sessions(tenant, 2)
     response = call("GET", SESSIONS, key=key_for(tenant), starting_after=theirs)
     assert response.status_code == 400
+    # The client is told the id is not in its list, just as for an id that does not exist: nothing
+    # of the other merchant's session (not even that it exists) comes back.
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["fields"] == {"starting_after": ["No object with this id in this list."]}
+    assert theirs not in response.content.decode()
+    unknown = call("GET", SESSIONS, key=key_for(tenant), starting_after="cs_doesnotexist")
+    assert unknown.json() == response.json()
 
 
 def _queries(key: str, path: str) -> int:

@@ -273,6 +273,12 @@ def test_a_session_without_a_merchant_gets_403(verified_client):
     loner = make_user("loner@example.com")
     response = call("GET", PAYMENTS, client=verified_client(loner))
     assert response.status_code == 403
+    assert response.json() == {
+        "error": {
+            "code": "permission_denied",
+            "message": "This API needs a merchant API key or a merchant team session.",
+        }
+    }
 
 
 # --- Rate limits ----------------------------------------------------------------------------------

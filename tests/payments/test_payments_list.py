@@ -214,7 +214,11 @@ def test_the_next_page_costs_the_same_as_the_first(
 def test_every_team_role_sees_the_list_and_people_without_a_team_do_not(verified_client, tenant, db):
     from tests.conftest import make_user
 
-    make_payment(tenant.merchant)
-    assert verified_client(tenant.teammate).get(URL).status_code == 200
+    payment = make_payment(tenant.merchant)
+    seen = verified_client(tenant.teammate).get(URL)
+    assert seen.status_code == 200
+    assert row_ids(seen.content.decode()) == [payment.public_id]
     stranger = make_user("stranger@example.com")
-    assert verified_client(stranger).get(URL).status_code == 403
+    refused = verified_client(stranger).get(URL)
+    assert refused.status_code == 403
+    assert payment.public_id not in refused.content.decode()
