@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django_otp.oath import TOTP
 
+from tests.conftest import PASSWORD, totp_code
 from tests.payments.webhook_helpers import dns, receiver, receiver_server  # noqa: F401 - merchant webhook fixtures
 
 CHROMIUM = "/usr/bin/chromium"
@@ -67,3 +68,13 @@ def code_from_secret(secret: str, offset_seconds: int = 0) -> str:
     totp = TOTP(key)
     totp.time = time.time() + offset_seconds
     return f"{totp.token():06d}"
+
+
+def sign_in(page, base: str, user) -> None:  # noqa: ANN001 - a Playwright page and a User
+    """Sign ``user`` in through the login page with their password and a current authenticator code."""
+    page.goto(f"{base}/accounts/login/")
+    page.get_by_label("Email address").fill(user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Authentication code").fill(totp_code(user.totpdevice_set.get()))
+    page.get_by_role("button", name="Verify").click()

@@ -9,7 +9,8 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from payments.merchant_webhooks import signature_verify
-from tests.conftest import PASSWORD, make_tenant, totp_code
+from tests.conftest import make_tenant
+from tests.e2e.conftest import sign_in
 from tests.payments.helpers import new_session, pay
 from tests.payments.webhook_helpers import receiver_url
 
@@ -24,12 +25,7 @@ def test_developer_adds_an_endpoint_and_follows_its_deliveries(
     tenant = make_tenant("hooks")
     base = live_server.url
 
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Email address").fill(tenant.owner.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Authentication code").fill(totp_code(tenant.owner.totpdevice_set.get()))
-    page.get_by_role("button", name="Verify").click()
+    sign_in(page, base, tenant.owner)
 
     page.goto(f"{base}/developers/")
     page.get_by_role("link", name="Webhooks").click()

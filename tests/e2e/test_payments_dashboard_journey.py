@@ -14,7 +14,8 @@ from playwright.sync_api import Page, expect
 from fintech_portal.celery import app
 from payments import exports
 from payments.models import PaymentExport
-from tests.conftest import PASSWORD, make_tenant, totp_code
+from tests.conftest import make_tenant
+from tests.e2e.conftest import sign_in
 from tests.payments.helpers import new_session, pay
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -54,12 +55,7 @@ def test_merchant_filters_opens_a_payment_and_downloads_an_export(
     )
     base = live_server.url
 
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Email address").fill(tenant.owner.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Authentication code").fill(totp_code(tenant.owner.totpdevice_set.get()))
-    page.get_by_role("button", name="Verify").click()
+    sign_in(page, base, tenant.owner)
 
     # The overview draws the charts.
     expect(page.get_by_test_id("payments-overview")).to_be_visible()
