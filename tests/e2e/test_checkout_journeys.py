@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from payments.models import Payment, WebhookEvent
 from tests.conftest import make_tenant
-from tests.e2e.test_staff_journeys import sign_in
+from tests.e2e.conftest import sign_in
 from tests.payments.helpers import latest_payment, new_session
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
