@@ -88,9 +88,11 @@ def test_three_d_secure_challenge_then_failure(client, tenant):
 
 def test_radar_highest_risk_is_blocked_with_its_outcome_stored(client, tenant):
     session = new_session(tenant)
-    pay(client, session, "pm_card_radarBlock")
+    response = pay(client, session, "pm_card_radarBlock")
     payment = latest_payment(session)
     assert payment.status == Payment.Status.FAILED
+    # The customer is told the card was declined, on the same page, so they can try another card.
+    assert response.status_code == 400 and "Your card was declined." in response.content.decode()
     assert payment.risk_level == "highest" and payment.risk_type == "blocked"
 
 
@@ -109,8 +111,15 @@ def test_expired_link_refuses_payment_and_changes_nothing(client, tenant):
 def test_paid_link_cannot_be_paid_twice(client, tenant):
     session = new_session(tenant)
     pay(client, session, "pm_card_visa")
-    pay(client, session, "pm_card_visa")
+    again = pay(client, session, "pm_card_visa")
     assert Payment.objects.filter(checkout_session=session).count() == 1
+    # The customer lands on the receipt of the payment already made, charged once.
+    assert again.status_code == 302 and again["Location"] == reverse(
+        "checkout_done", args=[session.public_id]
+    )
+    payment = latest_payment(session)
+    assert payment.amount_captured == session.amount
+    assert payment.public_id in client.get(again["Location"]).content.decode()
 
 
 def test_unknown_link_is_404(client):
@@ -130,7 +139,11 @@ def test_onboarding_merchants_only_get_test_mode(tenant):
 
     Merchant.objects.filter(pk=tenant.merchant.pk).update(status=Merchant.Status.ONBOARDING)
     tenant.merchant.refresh_from_db()
-    assert new_session(tenant).mode == "test"
+    session = new_session(tenant)
+    assert session.mode == "test"
+    from django.test import Client
+
+    assert "TEST MODE" in Client().get(f"/pay/{session.public_id}/").content.decode()
 
 
 def test_bad_amounts_and_emails_are_refused(tenant):
