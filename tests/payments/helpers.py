@@ -9,6 +9,26 @@ from payments.gateways import registry
 from payments.gateways.simulated import build_signed_event
 from payments.models import CheckoutSession, Payment
 
+# Stripe's decline test PaymentMethods and what Stripe answers for each (the simulated gateway mirrors
+# them): payment method, decline code, customer message, whether trying again may succeed.
+STRIPE_TEST_CARD_DECLINES = [
+    ("pm_card_chargeDeclined", "generic_decline", "Your card was declined.", False),
+    ("pm_card_chargeDeclinedExpiredCard", "expired_card", "Your card has expired.", False),
+    (
+        "pm_card_chargeDeclinedInsufficientFunds",
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+        False,
+    ),
+    ("pm_card_chargeDeclinedIncorrectCvc", "incorrect_cvc", "Your card's security code is incorrect.", False),
+    (
+        "pm_card_chargeDeclinedProcessingError",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+        True,
+    ),
+]
+
 
 def new_session(
     tenant, *, amount: int = 4990, currency: str = "EUR", email: str = "buyer@example.com"

@@ -10,6 +10,7 @@ from payments.gateways.base import GatewayError, PaymentGateway, PaymentRef, Pay
 from payments.gateways.simulated import CHALLENGE_PATH, SimulatedGateway
 from payments.models import SimulatedIntent
 from tests.payments.conftest import WEBHOOK_SECRET
+from tests.payments.helpers import STRIPE_TEST_CARD_DECLINES
 
 pytestmark = pytest.mark.django_db
 MakeRequest = Callable[..., PaymentRequest]
@@ -107,23 +108,7 @@ def test_the_success_test_cards_succeed(
     )
 
 
-DECLINES = [
-    ("pm_card_chargeDeclined", "generic_decline", "Your card was declined.", False),
-    ("pm_card_chargeDeclinedExpiredCard", "expired_card", "Your card has expired.", False),
-    (
-        "pm_card_chargeDeclinedInsufficientFunds",
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-        False,
-    ),
-    ("pm_card_chargeDeclinedIncorrectCvc", "incorrect_cvc", "Your card's security code is incorrect.", False),
-    (
-        "pm_card_chargeDeclinedProcessingError",
-        "processing_error",
-        "An error occurred while processing your card. Try again in a little bit.",
-        True,
-    ),
-]
+DECLINES = STRIPE_TEST_CARD_DECLINES
 
 
 @pytest.mark.parametrize(("payment_method", "decline_code", "message", "retryable"), DECLINES)

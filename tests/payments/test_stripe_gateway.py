@@ -10,6 +10,7 @@ from payments.gateways.base import GatewayError, PaymentGateway, PaymentRef, Pay
 from payments.gateways.stripe import StripeGateway
 from tests.fakes.stripe_fake import StripeFake
 from tests.payments.conftest import CONNECTED_ACCOUNT, STRIPE_PUBLISHABLE_KEY, make_stripe_gateway
+from tests.payments.helpers import STRIPE_TEST_CARD_DECLINES
 
 MakeRequest = Callable[..., PaymentRequest]
 
@@ -112,23 +113,7 @@ def test_a_mastercard_payment_succeeds(stripe_gateway: StripeGateway, payment_re
     assert payment.card is not None and payment.card.brand == "mastercard"
 
 
-DECLINES = [
-    ("pm_card_chargeDeclined", "generic_decline", "Your card was declined.", False),
-    ("pm_card_chargeDeclinedExpiredCard", "expired_card", "Your card has expired.", False),
-    (
-        "pm_card_chargeDeclinedInsufficientFunds",
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-        False,
-    ),
-    ("pm_card_chargeDeclinedIncorrectCvc", "incorrect_cvc", "Your card's security code is incorrect.", False),
-    (
-        "pm_card_chargeDeclinedProcessingError",
-        "processing_error",
-        "An error occurred while processing your card. Try again in a little bit.",
-        True,
-    ),
-]
+DECLINES = STRIPE_TEST_CARD_DECLINES
 
 
 @pytest.mark.parametrize(("payment_method", "decline_code", "message", "retryable"), DECLINES)
