@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Merchant, User
-from payments import events_codec, fraud, money, signals, stats
+from payments import events_codec, fraud, money, selectors, signals, stats
 from payments.gateways import registry
 from payments.gateways.base import (
     ClientConfig,
@@ -92,6 +92,16 @@ DISPUTE_TRANSITIONS: dict[str, frozenset[str]] = {
     D.WON: frozenset(),
     D.LOST: frozenset(),
     D.CLOSED: frozenset(),
+}
+W = WebhookEvent.Status
+WEBHOOK_EVENT_FAILED = W.FAILED
+# Applying (webhook_apply) may also retry a failed event; giving up (webhook_event_fail) never
+# touches an event already applied or ignored.
+WEBHOOK_EVENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    W.RECEIVED: frozenset({W.APPLIED, W.IGNORED, W.FAILED}),
+    W.FAILED: frozenset({W.APPLIED, W.IGNORED, W.FAILED}),
+    W.APPLIED: frozenset(),
+    W.IGNORED: frozenset(),
 }
 CHECKOUT_TRANSITIONS: dict[str, frozenset[str]] = {
     CheckoutSession.Status.OPEN: frozenset({CheckoutSession.Status.COMPLETE, CheckoutSession.Status.EXPIRED}),
@@ -528,6 +538,8 @@ def _transition(
     )
     if to == S.SUCCEEDED and payment.checkout_session_id:
         session = CheckoutSession.objects.select_for_update().get(pk=payment.checkout_session_id)
+        if session.merchant_id == payment.merchant_id:
+            session.merchant = payment.merchant  # already loaded: the audit event needs no second read
         if session.status == CheckoutSession.Status.OPEN:
             _checkout_transition(
                 session, CheckoutSession.Status.COMPLETE, actor=None, reason=payment.public_id
@@ -747,13 +759,6 @@ def _review_close(payment: Payment, *, actor: User, approve: bool, message: str)
 # --- Refunds -------------------------------------------------------------------------------------
 
 
-def _refund_totals(payment: Payment) -> tuple[int, int]:
-    """(succeeded, pending) refunded amounts."""
-    rows = payment.refunds.values("status").annotate(total=Sum("amount"))
-    by_status = {r["status"]: r["total"] or 0 for r in rows}
-    return by_status.get(Refund.Status.SUCCEEDED, 0), by_status.get(Refund.Status.PENDING, 0)
-
-
 def refund_create(
     *,
     actor: User | None,
@@ -783,8 +788,8 @@ def refund_create(
         locked = Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
         if locked.status != S.SUCCEEDED or locked.amount_captured <= 0:
             raise ApplicationError("Only a payment that succeeded can be refunded.", code="not_refundable")
-        succeeded, pending = _refund_totals(locked)
-        already = max(succeeded, locked.amount_refunded) + pending
+        succeeded, pending = selectors.payment_refund_totals(locked)
+        already = selectors.payment_refund_committed(locked, succeeded=succeeded, pending=pending)
         available = locked.amount_captured - already
         if amount is None:
             amount = available
@@ -861,7 +866,7 @@ def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", sou
     refund.failure_reason = failure_reason[:300]
     refund.save(update_fields=["status", "failure_reason", "updated_at"])
     payment = Payment.objects.select_for_update().get(pk=refund.payment_id)
-    succeeded, _ = _refund_totals(payment)
+    succeeded, _ = selectors.payment_refund_totals(payment)
     if payment.amount_refunded != succeeded and (
         to == Refund.Status.SUCCEEDED or previous == Refund.Status.SUCCEEDED
     ):
@@ -1022,6 +1027,30 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_loc
         )
         raise
     return outcome
+
+
+def webhook_event_fail(*, webhook_pk: int, reason: str) -> bool:
+    """Give up on a stored webhook that could not be applied (a gateway error that will not pass).
+
+    Only an event still waiting (or failed before) moves to ``failed``; one that another worker
+    applied or ignored meanwhile keeps its status. Returns whether the event was marked failed.
+    """
+    with transaction.atomic():
+        row = WebhookEvent.objects.select_for_update().filter(pk=webhook_pk).first()
+        if row is None or WEBHOOK_EVENT_FAILED not in WEBHOOK_EVENT_TRANSITIONS[row.status]:
+            return False
+        previous = row.status
+        row.status = WEBHOOK_EVENT_FAILED
+        row.last_error = reason[:300]
+        row.save(update_fields=["status", "last_error"])
+        audit.record(
+            actor=None,
+            action="webhook_event.failed",
+            target=row,
+            merchant=row.merchant if row.merchant_id else None,
+            details={"from": previous, "gateway": row.gateway, "type": row.type},
+        )
+    return True
 
 
 def _apply_event(
