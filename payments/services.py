@@ -851,6 +851,8 @@ def refund_create(
 
 
 def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", source: str = "gateway") -> bool:
+    """Move a locked refund along its table. ``refund.payment`` is the payment its caller locked
+    in the same transaction (``refund_create``, ``_apply_refund_event``): it is not read again."""
     if to == refund.status:
         return False
     if to not in REFUND_TRANSITIONS[refund.status]:
@@ -865,7 +867,7 @@ def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", sou
     refund.status = to
     refund.failure_reason = failure_reason[:300]
     refund.save(update_fields=["status", "failure_reason", "updated_at"])
-    payment = Payment.objects.select_for_update().get(pk=refund.payment_id)
+    payment = refund.payment
     succeeded, _ = selectors.payment_refund_totals(payment)
     if payment.amount_refunded != succeeded and (
         to == Refund.Status.SUCCEEDED or previous == Refund.Status.SUCCEEDED
@@ -1061,7 +1063,11 @@ def _apply_event(
         return ignored, f"unhandled event type {event.type}", None
     # A payment event from a gateway we trust as sent is applied under the lock taken here
     # (one read); one that needs a re-fetch first asks the gateway without holding it.
-    lock_now = event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT
+    # Refund and fraud-warning events lock the payment too, so it is read once, not again below.
+    lock_now = (event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT) or event.kind in (
+        "refund",
+        "fraud_warning",
+    )
     payment = _find_payment(event, lock=lock_now)
     if payment is None and event.kind == "payment" and event.gateway in REFETCH_ON_PAYMENT_EVENT:
         # Braintree refunds are credit transactions: their settlement notifications name the
@@ -1101,12 +1107,12 @@ def _apply_event(
             payment_refetch(payment=payment, source="gateway")
         return (applied if result.applied else ignored), result.ignored_reason, payment.merchant_id
     if event.kind == "refund":
-        return _apply_refund_event(event, payment), "", payment.merchant_id
+        return _apply_refund_event(event, payment, already_locked=lock_now), "", payment.merchant_id
     if event.kind == "dispute" and event.dispute is not None:
         return _apply_dispute(event, event.dispute, payment), "", payment.merchant_id
     if event.kind == "fraud_warning":
         with transaction.atomic():
-            locked = Payment.objects.select_for_update().get(pk=payment.pk)
+            locked = payment if lock_now else Payment.objects.select_for_update().get(pk=payment.pk)
             if not locked.early_fraud_warning:
                 locked.early_fraud_warning = True
                 locked.save(update_fields=["early_fraud_warning", "updated_at"])
@@ -1122,9 +1128,14 @@ def _apply_event(
     return ignored, f"nothing to apply for {event.type}", payment.merchant_id
 
 
-def _apply_refund_event(event: GatewayEvent, payment: Payment) -> str:
+def _apply_refund_event(event: GatewayEvent, payment: Payment, *, already_locked: bool = False) -> str:
+    """``already_locked``: the caller holds the payment's row lock in this transaction (as in
+    ``payment_apply_gateway_state``), so the fresh instance it passes is not read again."""
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().get(pk=payment.pk)
+        if already_locked and transaction.get_connection().in_atomic_block:
+            locked = payment
+        else:
+            locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if event.refund is None:
             # charge.refunded: the charge's running total; refunds made outside fintech_portal count too.
             if event.amount_refunded is not None and event.amount_refunded > locked.amount_refunded:
@@ -1163,6 +1174,8 @@ def _apply_refund_event(event: GatewayEvent, payment: Payment) -> str:
             refund.gateway_refund_id = gr.gateway_refund_id
             refund.save(update_fields=["gateway_refund_id"])
         refund.payment = locked
+        if refund.merchant_id == locked.merchant_id and Payment.merchant.is_cached(locked):
+            refund.merchant = locked.merchant
         changed = _refund_transition(refund, gr.status, failure_reason=gr.failure_reason or "")
     return (
         WebhookEvent.Status.APPLIED if changed or refund.status == gr.status else WebhookEvent.Status.IGNORED
