@@ -42,20 +42,32 @@ def refunds_for_payment(payment: Payment) -> QuerySet[Refund]:
     return Refund.objects.filter(payment=payment).select_related("created_by").order_by("-created_at")
 
 
-def payment_refund_available(payment: Payment) -> int:
-    """What a refund may still take now: captured, less refunds that succeeded or are still pending.
-
-    The same sum ``services.refund_create`` enforces, so the refund form never offers more than
-    the service accepts.
-    """
+def payment_refund_totals(payment: Payment) -> tuple[int, int]:
+    """The payment's refunded amounts: (succeeded, still pending)."""
     totals = dict(
         Refund.objects.filter(payment=payment, status__in=[Refund.Status.SUCCEEDED, Refund.Status.PENDING])
         .values_list("status")
         .annotate(total=Sum("amount"))
         .values_list("status", "total")
     )
-    succeeded = max(totals.get(Refund.Status.SUCCEEDED) or 0, payment.amount_refunded)
-    return max(0, payment.amount_captured - succeeded - (totals.get(Refund.Status.PENDING) or 0))
+    return totals.get(Refund.Status.SUCCEEDED) or 0, totals.get(Refund.Status.PENDING) or 0
+
+
+def payment_refund_committed(payment: Payment, *, succeeded: int, pending: int) -> int:
+    """How much of the captured amount refunds already take: those that succeeded (or the
+    gateway's own running total, if larger) plus those still pending."""
+    return max(succeeded, payment.amount_refunded) + pending
+
+
+def payment_refund_available(payment: Payment) -> int:
+    """What a refund may still take now: captured, less refunds that succeeded or are still pending.
+
+    The same sum ``services.refund_create`` enforces, so the refund form never offers more than
+    the service accepts.
+    """
+    succeeded, pending = payment_refund_totals(payment)
+    committed = payment_refund_committed(payment, succeeded=succeeded, pending=pending)
+    return max(0, payment.amount_captured - committed)
 
 
 def disputes_for(merchant: Merchant) -> QuerySet[Dispute]:

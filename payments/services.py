@@ -19,11 +19,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Merchant, User
-from payments import events_codec, fraud, money, signals, stats
+from payments import events_codec, fraud, money, selectors, signals, stats
 from payments.gateways import registry
 from payments.gateways.base import (
     ClientConfig,
@@ -92,6 +92,16 @@ DISPUTE_TRANSITIONS: dict[str, frozenset[str]] = {
     D.WON: frozenset(),
     D.LOST: frozenset(),
     D.CLOSED: frozenset(),
+}
+W = WebhookEvent.Status
+WEBHOOK_EVENT_FAILED = W.FAILED
+# Applying (webhook_apply) may also retry a failed event; giving up (webhook_event_fail) never
+# touches an event already applied or ignored.
+WEBHOOK_EVENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    W.RECEIVED: frozenset({W.APPLIED, W.IGNORED, W.FAILED}),
+    W.FAILED: frozenset({W.APPLIED, W.IGNORED, W.FAILED}),
+    W.APPLIED: frozenset(),
+    W.IGNORED: frozenset(),
 }
 CHECKOUT_TRANSITIONS: dict[str, frozenset[str]] = {
     CheckoutSession.Status.OPEN: frozenset({CheckoutSession.Status.COMPLETE, CheckoutSession.Status.EXPIRED}),
@@ -528,6 +538,8 @@ def _transition(
     )
     if to == S.SUCCEEDED and payment.checkout_session_id:
         session = CheckoutSession.objects.select_for_update().get(pk=payment.checkout_session_id)
+        if session.merchant_id == payment.merchant_id:
+            session.merchant = payment.merchant  # already loaded: the audit event needs no second read
         if session.status == CheckoutSession.Status.OPEN:
             _checkout_transition(
                 session, CheckoutSession.Status.COMPLETE, actor=None, reason=payment.public_id
@@ -747,13 +759,6 @@ def _review_close(payment: Payment, *, actor: User, approve: bool, message: str)
 # --- Refunds -------------------------------------------------------------------------------------
 
 
-def _refund_totals(payment: Payment) -> tuple[int, int]:
-    """(succeeded, pending) refunded amounts."""
-    rows = payment.refunds.values("status").annotate(total=Sum("amount"))
-    by_status = {r["status"]: r["total"] or 0 for r in rows}
-    return by_status.get(Refund.Status.SUCCEEDED, 0), by_status.get(Refund.Status.PENDING, 0)
-
-
 def refund_create(
     *,
     actor: User | None,
@@ -783,8 +788,8 @@ def refund_create(
         locked = Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
         if locked.status != S.SUCCEEDED or locked.amount_captured <= 0:
             raise ApplicationError("Only a payment that succeeded can be refunded.", code="not_refundable")
-        succeeded, pending = _refund_totals(locked)
-        already = max(succeeded, locked.amount_refunded) + pending
+        succeeded, pending = selectors.payment_refund_totals(locked)
+        already = selectors.payment_refund_committed(locked, succeeded=succeeded, pending=pending)
         available = locked.amount_captured - already
         if amount is None:
             amount = available
@@ -846,6 +851,8 @@ def refund_create(
 
 
 def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", source: str = "gateway") -> bool:
+    """Move a locked refund along its table. ``refund.payment`` is the payment its caller locked
+    in the same transaction (``refund_create``, ``_apply_refund_event``): it is not read again."""
     if to == refund.status:
         return False
     if to not in REFUND_TRANSITIONS[refund.status]:
@@ -860,8 +867,8 @@ def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", sou
     refund.status = to
     refund.failure_reason = failure_reason[:300]
     refund.save(update_fields=["status", "failure_reason", "updated_at"])
-    payment = Payment.objects.select_for_update().get(pk=refund.payment_id)
-    succeeded, _ = _refund_totals(payment)
+    payment = refund.payment
+    succeeded, _ = selectors.payment_refund_totals(payment)
     if payment.amount_refunded != succeeded and (
         to == Refund.Status.SUCCEEDED or previous == Refund.Status.SUCCEEDED
     ):
@@ -1024,6 +1031,30 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_loc
     return outcome
 
 
+def webhook_event_fail(*, webhook_pk: int, reason: str) -> bool:
+    """Give up on a stored webhook that could not be applied (a gateway error that will not pass).
+
+    Only an event still waiting (or failed before) moves to ``failed``; one that another worker
+    applied or ignored meanwhile keeps its status. Returns whether the event was marked failed.
+    """
+    with transaction.atomic():
+        row = WebhookEvent.objects.select_for_update().filter(pk=webhook_pk).first()
+        if row is None or WEBHOOK_EVENT_FAILED not in WEBHOOK_EVENT_TRANSITIONS[row.status]:
+            return False
+        previous = row.status
+        row.status = WEBHOOK_EVENT_FAILED
+        row.last_error = reason[:300]
+        row.save(update_fields=["status", "last_error"])
+        audit.record(
+            actor=None,
+            action="webhook_event.failed",
+            target=row,
+            merchant=row.merchant if row.merchant_id else None,
+            details={"from": previous, "gateway": row.gateway, "type": row.type},
+        )
+    return True
+
+
 def _apply_event(
     event: GatewayEvent, row: WebhookEvent, *, give_up_on_missing: bool
 ) -> tuple[str, str, int | None]:
@@ -1032,7 +1063,11 @@ def _apply_event(
         return ignored, f"unhandled event type {event.type}", None
     # A payment event from a gateway we trust as sent is applied under the lock taken here
     # (one read); one that needs a re-fetch first asks the gateway without holding it.
-    lock_now = event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT
+    # Refund and fraud-warning events lock the payment too, so it is read once, not again below.
+    lock_now = (event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT) or event.kind in (
+        "refund",
+        "fraud_warning",
+    )
     payment = _find_payment(event, lock=lock_now)
     if payment is None and event.kind == "payment" and event.gateway in REFETCH_ON_PAYMENT_EVENT:
         # Braintree refunds are credit transactions: their settlement notifications name the
@@ -1072,12 +1107,12 @@ def _apply_event(
             payment_refetch(payment=payment, source="gateway")
         return (applied if result.applied else ignored), result.ignored_reason, payment.merchant_id
     if event.kind == "refund":
-        return _apply_refund_event(event, payment), "", payment.merchant_id
+        return _apply_refund_event(event, payment, already_locked=lock_now), "", payment.merchant_id
     if event.kind == "dispute" and event.dispute is not None:
         return _apply_dispute(event, event.dispute, payment), "", payment.merchant_id
     if event.kind == "fraud_warning":
         with transaction.atomic():
-            locked = Payment.objects.select_for_update().get(pk=payment.pk)
+            locked = payment if lock_now else Payment.objects.select_for_update().get(pk=payment.pk)
             if not locked.early_fraud_warning:
                 locked.early_fraud_warning = True
                 locked.save(update_fields=["early_fraud_warning", "updated_at"])
@@ -1093,9 +1128,14 @@ def _apply_event(
     return ignored, f"nothing to apply for {event.type}", payment.merchant_id
 
 
-def _apply_refund_event(event: GatewayEvent, payment: Payment) -> str:
+def _apply_refund_event(event: GatewayEvent, payment: Payment, *, already_locked: bool = False) -> str:
+    """``already_locked``: the caller holds the payment's row lock in this transaction (as in
+    ``payment_apply_gateway_state``), so the fresh instance it passes is not read again."""
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().get(pk=payment.pk)
+        if already_locked and transaction.get_connection().in_atomic_block:
+            locked = payment
+        else:
+            locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if event.refund is None:
             # charge.refunded: the charge's running total; refunds made outside fintech_portal count too.
             if event.amount_refunded is not None and event.amount_refunded > locked.amount_refunded:
@@ -1134,6 +1174,8 @@ def _apply_refund_event(event: GatewayEvent, payment: Payment) -> str:
             refund.gateway_refund_id = gr.gateway_refund_id
             refund.save(update_fields=["gateway_refund_id"])
         refund.payment = locked
+        if refund.merchant_id == locked.merchant_id and Payment.merchant.is_cached(locked):
+            refund.merchant = locked.merchant
         changed = _refund_transition(refund, gr.status, failure_reason=gr.failure_reason or "")
     return (
         WebhookEvent.Status.APPLIED if changed or refund.status == gr.status else WebhookEvent.Status.IGNORED

@@ -37,9 +37,9 @@ def apply_webhook_event(self, webhook_pk: int) -> str:  # noqa: ANN001
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
     except GatewayError as exc:
         if not exc.retryable or last_try:
-            from payments.models import WebhookEvent
+            from payments.services import webhook_event_fail
 
-            WebhookEvent.objects.filter(pk=webhook_pk).update(status="failed", last_error=exc.message[:300])
+            webhook_event_fail(webhook_pk=webhook_pk, reason=exc.message)
             raise
         raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 600)) from exc
 

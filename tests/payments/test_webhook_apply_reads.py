@@ -1,0 +1,94 @@
+"""Applying a gateway webhook reads the payment once (under its lock) and never re-reads the merchant."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from payments.models import CheckoutSession, Payment, Refund, WebhookEvent
+from payments.services import webhook_apply
+from tests.payments.helpers import post_stripe_event
+from tests.payments.test_webhook_fast_path import intent_for, started_payment
+
+pytestmark = pytest.mark.django_db
+
+
+def selects_from(queries: CaptureQueriesContext, table: str) -> int:
+    return sum(
+        1
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("SELECT") and f'FROM "{table}"' in q["sql"]
+    )
+
+
+def apply_counting(row: WebhookEvent) -> CaptureQueriesContext:
+    with CaptureQueriesContext(connection) as queries:
+        assert webhook_apply(webhook_pk=row.pk) == "applied"
+    return queries
+
+
+def test_a_payment_event_that_completes_the_checkout_reads_the_payment_and_merchant_once(client, tenant):
+    payment = started_payment(client, tenant)
+    post_stripe_event(
+        client,
+        "payment_intent.succeeded",
+        intent_for(payment, "succeeded"),
+        event_id="evt_reads_pay",
+        created=int(time.time()),
+    )
+
+    queries = apply_counting(WebhookEvent.objects.get(event_id="evt_reads_pay"))
+
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.SUCCEEDED
+    assert CheckoutSession.objects.get(pk=payment.checkout_session_id).status == "complete"
+    assert selects_from(queries, "payments_payment") == 1
+    assert selects_from(queries, "accounts_merchant") == 0
+
+
+def test_a_refund_event_reads_the_payment_once_and_updates_the_refunded_amount(client, tenant):
+    payment = started_payment(client, tenant)
+    post_stripe_event(
+        client,
+        "payment_intent.succeeded",
+        intent_for(payment, "succeeded"),
+        event_id="evt_reads_paid",
+        created=int(time.time()),
+    )
+    webhook_apply(webhook_pk=WebhookEvent.objects.get(event_id="evt_reads_paid").pk)
+    payment.refresh_from_db()
+    refund = Refund.objects.create(
+        merchant_id=payment.merchant_id,
+        payment=payment,
+        amount=100,
+        currency=payment.currency,
+        reason="Customer asked",
+        gateway_refund_id="re_reads_1",
+    )
+    post_stripe_event(
+        client,
+        "refund.updated",
+        {
+            "id": "re_reads_1",
+            "object": "refund",
+            "amount": 100,
+            "currency": payment.currency.lower(),
+            "status": "succeeded",
+            "payment_intent": payment.gateway_payment_id,
+            "metadata": {"refund_id": refund.public_id},
+        },
+        event_id="evt_reads_refund",
+        created=int(time.time()),
+    )
+
+    queries = apply_counting(WebhookEvent.objects.get(event_id="evt_reads_refund"))
+
+    refund.refresh_from_db()
+    payment.refresh_from_db()
+    assert refund.status == Refund.Status.SUCCEEDED
+    assert payment.amount_refunded == 100
+    assert selects_from(queries, "payments_payment") == 1
+    assert selects_from(queries, "accounts_merchant") == 0
