@@ -17,6 +17,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from payments.gateways.stripe import split_secrets
 from payments.models import GatewaySecretSighting
 from security import audit
 
@@ -46,12 +47,8 @@ def fingerprint(secret: str) -> str:
 def configured_secrets() -> list[ConfiguredSecret]:
     found: list[ConfiguredSecret] = []
     for gateway, name in TRACKED_SETTINGS:
-        raw = getattr(settings, name, "") or ""
-        values = raw if isinstance(raw, list | tuple) else str(raw).split(",")
-        for value in values:
-            value = value.strip()
-            if value:
-                found.append(ConfiguredSecret(gateway, name, fingerprint(value)))
+        for value in split_secrets(getattr(settings, name, "") or ""):
+            found.append(ConfiguredSecret(gateway, name, fingerprint(value)))
     return found
 
 

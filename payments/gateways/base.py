@@ -91,6 +91,76 @@ class GatewayError(ApplicationError):
         )
 
 
+# The failures every gateway can meet, worded once: (message, our code, HTTP status, retryable).
+# A status of None keeps GatewayError's own (502, or 503 when retryable).
+UNAVAILABLE_MESSAGE = "Payments are unavailable right now. Try again in a few minutes."
+KnownError = Literal[
+    "not_found",
+    "configuration",
+    "unavailable",
+    "rate_limited",
+    "unreachable",
+    "idempotency_conflict",
+    "illegal_transition",
+    "cannot_cancel",
+    "already_refunded",
+    "refund_too_large",
+    "invalid_refund_amount",
+]
+_KNOWN_ERRORS: dict[KnownError, tuple[str, str, int | None, bool]] = {
+    "not_found": ("The payment provider has no record of this payment.", "not_found", 404, False),
+    "configuration": (UNAVAILABLE_MESSAGE, "gateway_configuration", None, False),
+    "unavailable": (UNAVAILABLE_MESSAGE, "gateway_error", None, False),
+    "rate_limited": ("The payment provider is busy. Try again in a moment.", "rate_limited", None, True),
+    "unreachable": (
+        "We could not reach the payment provider. Try again in a moment.",
+        "gateway_unreachable",
+        None,
+        True,
+    ),
+    "idempotency_conflict": (
+        "This request conflicts with an earlier one for the same payment.",
+        "idempotency_conflict",
+        409,
+        False,
+    ),
+    "illegal_transition": (
+        "This payment can no longer be changed that way.",
+        "illegal_transition",
+        409,
+        False,
+    ),
+    "cannot_cancel": (
+        "This payment can no longer be cancelled; refund it instead.",
+        "illegal_transition",
+        409,
+        False,
+    ),
+    "already_refunded": ("This payment has already been fully refunded.", "already_refunded", 409, False),
+    "refund_too_large": (
+        "The refund is larger than the amount left to refund.",
+        "refund_too_large",
+        400,
+        False,
+    ),
+    "invalid_refund_amount": ("The refund amount must be a positive amount.", "invalid_amount", 400, False),
+}
+
+
+def known_error(what: KnownError, *, gateway: str, detail: str = "") -> GatewayError:
+    """The GatewayError for a failure every gateway words the same way (see ``_KNOWN_ERRORS``)."""
+    message, code, status_code, retryable = _KNOWN_ERRORS[what]
+    return GatewayError(
+        message, gateway=gateway, code=code, retryable=retryable, detail=detail, status_code=status_code
+    )
+
+
+def check_refund_amount(amount: int | None, *, gateway: str) -> None:
+    """A refund is of everything (``None``) or of a positive whole number of minor units."""
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
+        raise known_error("invalid_refund_amount", gateway=gateway)
+
+
 InvalidWebhookReason = Literal["bad_signature", "stale_timestamp", "malformed"]
 
 
@@ -403,9 +473,12 @@ __all__ = [
     "GatewayPayment",
     "GatewayRefund",
     "InvalidWebhook",
+    "KnownError",
     "NextAction",
     "PaymentGateway",
     "PaymentRef",
     "PaymentRequest",
     "ThreeDSecure",
+    "check_refund_amount",
+    "known_error",
 ]

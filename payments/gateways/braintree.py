@@ -50,6 +50,7 @@ from braintree.util.xml_util import XmlUtil
 from payments import money
 from payments.gateways import declines
 from payments.gateways.base import (
+    UNAVAILABLE_MESSAGE,
     CardDetails,
     ClientConfig,
     FraudAssessment,
@@ -62,6 +63,8 @@ from payments.gateways.base import (
     PaymentRef,
     PaymentRequest,
     ThreeDSecure,
+    check_refund_amount,
+    known_error,
 )
 from security.errors import ApplicationError
 
@@ -349,6 +352,12 @@ def _errors(result: Any) -> list[tuple[str, str]]:
     return [(str(e.code), str(e.message)) for e in errors.deep_errors]
 
 
+def _error_detail(result: Any) -> str:
+    """An unsuccessful result's validation errors (or its message), for logs."""
+    errors = _errors(result)
+    return "; ".join(f"{code} {text}" for code, text in errors) or str(_get(result, "message") or "")
+
+
 class BraintreeGateway:
     """The :class:`~payments.gateways.base.PaymentGateway` for Braintree."""
 
@@ -389,28 +398,11 @@ class BraintreeGateway:
     def _sdk_error(self, exc: Exception) -> GatewayError:
         detail = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, NotFoundError):
-            return GatewayError(
-                "The payment provider has no record of this payment.",
-                gateway=self.name,
-                code="not_found",
-                detail=detail,
-                status_code=404,
-            )
+            return known_error("not_found", gateway=self.name, detail=detail)
         if isinstance(exc, AuthenticationError | AuthorizationError):
-            return GatewayError(
-                "Payments are unavailable right now. Try again in a few minutes.",
-                gateway=self.name,
-                code="gateway_configuration",
-                detail=detail,
-            )
+            return known_error("configuration", gateway=self.name, detail=detail)
         if isinstance(exc, TooManyRequestsError):
-            return GatewayError(
-                "The payment provider is busy. Try again in a moment.",
-                gateway=self.name,
-                code="rate_limited",
-                retryable=True,
-                detail=detail,
-            )
+            return known_error("rate_limited", gateway=self.name, detail=detail)
         if isinstance(
             exc,
             ServerError
@@ -419,19 +411,8 @@ class BraintreeGateway:
             | RequestTimeoutError
             | UnexpectedError,
         ):
-            return GatewayError(
-                "We could not reach the payment provider. Try again in a moment.",
-                gateway=self.name,
-                code="gateway_unreachable",
-                retryable=True,
-                detail=detail,
-            )
-        return GatewayError(
-            "Payments are unavailable right now. Try again in a few minutes.",
-            gateway=self.name,
-            code="gateway_error",
-            detail=detail,
-        )
+            return known_error("unreachable", gateway=self.name, detail=detail)
+        return known_error("unavailable", gateway=self.name, detail=detail)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -440,13 +421,8 @@ class BraintreeGateway:
             raise self._sdk_error(exc) from exc
 
     def _validation_error(self, result: Any, *, message: str) -> GatewayError:
-        errors = _errors(result)
         return GatewayError(
-            message,
-            gateway=self.name,
-            code="gateway_rejected",
-            detail="; ".join(f"{code} {text}" for code, text in errors) or str(_get(result, "message") or ""),
-            status_code=400,
+            message, gateway=self.name, code="gateway_rejected", detail=_error_detail(result), status_code=400
         )
 
     # --- protocol ---
@@ -473,7 +449,7 @@ class BraintreeGateway:
             token = self._call(self.sdk.client_token.generate, params)
         except ValueError as exc:  # the SDK raises ValueError with the API's message
             raise GatewayError(
-                "Payments are unavailable right now. Try again in a few minutes.",
+                UNAVAILABLE_MESSAGE,
                 gateway=self.name,
                 code="gateway_rejected",
                 detail=str(exc),
@@ -543,12 +519,7 @@ class BraintreeGateway:
             self.sdk.transaction.void, ref.gateway_payment_id, {"api_request_key": f"{ref.payment_id}:cancel"}
         )
         if not result.is_success:
-            error = self._validation_error(
-                result, message="This payment can no longer be cancelled; refund it instead."
-            )
-            error.status_code = 409
-            error.code = "illegal_transition"
-            raise error
+            raise known_error("cannot_cancel", gateway=self.name, detail=_error_detail(result))
         return payment_from_transaction(result.transaction, gateway=self.name, request_currency=ref.currency)
 
     def refund_payment(
@@ -559,13 +530,7 @@ class BraintreeGateway:
         amount: int | None = None,
         reason: str | None = None,
     ) -> GatewayRefund:
-        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
-            raise GatewayError(
-                "The refund amount must be a positive amount.",
-                gateway=self.name,
-                code="invalid_amount",
-                status_code=400,
-            )
+        check_refund_amount(amount, gateway=self.name)
         options: dict[str, Any] = {"order_id": refund_id, "api_request_key": f"{refund_id}:refund"}
         if amount is not None:
             options["amount"] = money.to_decimal(amount, ref.currency)
@@ -589,21 +554,9 @@ class BraintreeGateway:
                 status_code=409,
             )
         if REFUND_AMOUNT_TOO_LARGE in codes:
-            raise GatewayError(
-                "The refund is larger than the amount left to refund.",
-                gateway=self.name,
-                code="refund_too_large",
-                detail=REFUND_AMOUNT_TOO_LARGE,
-                status_code=400,
-            )
+            raise known_error("refund_too_large", gateway=self.name, detail=REFUND_AMOUNT_TOO_LARGE)
         if ALREADY_REFUNDED in codes:
-            raise GatewayError(
-                "This payment has already been fully refunded.",
-                gateway=self.name,
-                code="already_refunded",
-                detail=ALREADY_REFUNDED,
-                status_code=409,
-            )
+            raise known_error("already_refunded", gateway=self.name, detail=ALREADY_REFUNDED)
         raise self._validation_error(result, message="The payment provider refused the refund.")
 
     def _void_instead_of_refund(

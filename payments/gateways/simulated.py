@@ -42,6 +42,8 @@ from payments.gateways.base import (
     GatewayRefund,
     PaymentRef,
     PaymentRequest,
+    check_refund_amount,
+    known_error,
 )
 from payments.models import SimulatedIntent
 
@@ -216,7 +218,10 @@ class SimulatedGateway:
                 intent_id=intent_id, merchant_account=account or ""
             )
         except SimulatedIntent.DoesNotExist:
-            raise _error("The payment provider has no record of this payment.", "not_found", 404) from None
+            raise known_error("not_found", gateway=NAME) from None
+
+    def _find(self, intent_id: str, account: str | None) -> SimulatedIntent | None:
+        return SimulatedIntent.objects.filter(intent_id=intent_id, merchant_account=account or "").first()
 
     def _payment(self, row: SimulatedIntent) -> GatewayPayment:
         intent = dict(row.data["intent"])
@@ -229,7 +234,7 @@ class SimulatedGateway:
     def _save(self, row: SimulatedIntent, new_status: str) -> None:
         old = row.status
         if old != new_status and new_status not in ALLOWED_TRANSITIONS.get(old, frozenset()):
-            raise _error("This payment can no longer be changed that way.", "illegal_transition", 409)
+            raise known_error("illegal_transition", gateway=NAME)
         row.status = new_status
         row.data["intent"]["status"] = new_status
         row.version += 1
@@ -240,11 +245,7 @@ class SimulatedGateway:
         keys = row.data.setdefault("keys", {})
         if key in keys:
             if keys[key] != fingerprint:
-                raise _error(
-                    "This request conflicts with an earlier one for the same payment.",
-                    "idempotency_conflict",
-                    409,
-                )
+                raise known_error("idempotency_conflict", gateway=NAME)
             return True
         keys[key] = fingerprint
         return False
@@ -303,11 +304,7 @@ class SimulatedGateway:
             request.merchant_account or "",
         )
         if not same:
-            raise _error(
-                "This request conflicts with an earlier one for the same payment.",
-                "idempotency_conflict",
-                409,
-            )
+            raise known_error("idempotency_conflict", gateway=NAME)
         return self._payment(existing)
 
     def client_config(self, request: PaymentRequest, payment: GatewayPayment) -> ClientConfig:
@@ -477,9 +474,7 @@ class SimulatedGateway:
             if self._remember_key(row, f"{ref.payment_id}:cancel", ""):
                 return self._payment(row)
             if row.status in ("succeeded", "canceled"):
-                raise _error(
-                    "This payment can no longer be cancelled; refund it instead.", "illegal_transition", 409
-                )
+                raise known_error("cannot_cancel", gateway=NAME)
             row.data["intent"].update(
                 canceled_at=int(self._clock()),
                 cancellation_reason="requested_by_customer",
@@ -497,8 +492,7 @@ class SimulatedGateway:
         amount: int | None = None,
         reason: str | None = None,
     ) -> GatewayRefund:
-        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
-            raise _error("The refund amount must be a positive amount.", "invalid_amount")
+        check_refund_amount(amount, gateway=self.name)
         with transaction.atomic():
             row = self._locked(ref.gateway_payment_id, ref.merchant_account)
             for existing in row.data["refunds"]:
@@ -515,10 +509,10 @@ class SimulatedGateway:
                 raise _error("Only a succeeded payment can be refunded.", "illegal_transition", 409)
             remaining = charge["amount_captured"] - charge["amount_refunded"]
             if remaining <= 0:
-                raise _error("This payment has already been fully refunded.", "already_refunded", 409)
+                raise known_error("already_refunded", gateway=NAME)
             value = remaining if amount is None else amount
             if value > remaining:
-                raise _error("The refund is larger than the amount left to refund.", "refund_too_large")
+                raise known_error("refund_too_large", gateway=NAME)
             refund = {
                 "id": _new_id("re"),
                 "object": "refund",
@@ -540,11 +534,9 @@ class SimulatedGateway:
             return stripe_shapes.refund_from_stripe(refund, gateway=self.name)
 
     def fetch_payment(self, ref: PaymentRef) -> GatewayPayment:
-        row = SimulatedIntent.objects.filter(
-            intent_id=ref.gateway_payment_id, merchant_account=ref.merchant_account or ""
-        ).first()
+        row = self._find(ref.gateway_payment_id, ref.merchant_account)
         if row is None:
-            raise _error("The payment provider has no record of this payment.", "not_found", 404)
+            raise known_error("not_found", gateway=NAME)
         return self._payment(row)
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
@@ -572,11 +564,9 @@ class SimulatedGateway:
         that retries the delivery re-sends the same event id and the receiver
         de-duplicates it.
         """
-        row = SimulatedIntent.objects.filter(
-            intent_id=gateway_payment_id, merchant_account=merchant_account or ""
-        ).first()
+        row = self._find(gateway_payment_id, merchant_account)
         if row is None:
-            raise _error("The payment provider has no record of this payment.", "not_found", 404)
+            raise known_error("not_found", gateway=NAME)
         payment = self._payment(row)
         event_type = event_type or _EVENT_FOR_STATUS[payment.status]
         intent = dict(row.data["intent"])  # as Stripe sends it: latest_charge not expanded
@@ -599,9 +589,7 @@ class SimulatedGateway:
         event_type: str = "refund.created",
         timestamp: int | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        row = SimulatedIntent.objects.filter(
-            intent_id=gateway_payment_id, merchant_account=merchant_account or ""
-        ).first()
+        row = self._find(gateway_payment_id, merchant_account)
         refund = None
         if row is not None:
             refund = next((r for r in row.data["refunds"] if r["id"] == gateway_refund_id), None)

@@ -20,7 +20,7 @@ work on plain Stripe-shaped dicts, so the simulated gateway reuses them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ import stripe as stripe_sdk
 
 from payments.gateways import declines
 from payments.gateways.base import (
+    UNAVAILABLE_MESSAGE,
     CardDetails,
     ClientConfig,
     FraudAssessment,
@@ -38,10 +39,13 @@ from payments.gateways.base import (
     GatewayPayment,
     GatewayRefund,
     InvalidWebhook,
+    KnownError,
     NextAction,
     PaymentRef,
     PaymentRequest,
     ThreeDSecure,
+    check_refund_amount,
+    known_error,
     lower_headers,
 )
 
@@ -475,8 +479,13 @@ def split_secrets(value: str | Sequence[str] | None) -> list[str]:
 
 # --- Errors -------------------------------------------------------------------------------------------
 
-_UNAVAILABLE = "Payments are unavailable right now. Try again in a few minutes."
-_BUSY = "The payment provider is busy. Try again in a moment."
+# Stripe's invalid_request_error codes that every gateway words the same way.
+_KNOWN_REQUEST_ERRORS: dict[str, KnownError] = {
+    "resource_missing": "not_found",
+    "payment_intent_unexpected_state": "illegal_transition",
+    "charge_already_refunded": "already_refunded",
+    "amount_too_large": "refund_too_large",
+}
 
 
 def gateway_error_from_stripe(exc: stripe_sdk.StripeError) -> GatewayError:
@@ -497,44 +506,14 @@ def gateway_error_from_stripe(exc: stripe_sdk.StripeError) -> GatewayError:
             status_code=402,
         )
     if isinstance(exc, stripe_sdk.RateLimitError):
-        return GatewayError(_BUSY, gateway=NAME, code="rate_limited", retryable=True, detail=detail)
+        return known_error("rate_limited", gateway=NAME, detail=detail)
     if isinstance(exc, stripe_sdk.APIConnectionError):
-        return GatewayError(
-            "We could not reach the payment provider. Try again in a moment.",
-            gateway=NAME,
-            code="gateway_unreachable",
-            retryable=True,
-            detail=detail,
-        )
+        return known_error("unreachable", gateway=NAME, detail=detail)
     if isinstance(exc, stripe_sdk.AuthenticationError | stripe_sdk.PermissionError):
-        return GatewayError(_UNAVAILABLE, gateway=NAME, code="gateway_configuration", detail=detail)
+        return known_error("configuration", gateway=NAME, detail=detail)
     if isinstance(exc, stripe_sdk.IdempotencyError):
-        return GatewayError(
-            "This request conflicts with an earlier one for the same payment.",
-            gateway=NAME,
-            code="idempotency_conflict",
-            detail=detail,
-            status_code=409,
-        )
+        return known_error("idempotency_conflict", gateway=NAME, detail=detail)
     if isinstance(exc, stripe_sdk.InvalidRequestError):
-        known = {
-            "resource_missing": ("The payment provider has no record of this payment.", "not_found", 404),
-            "payment_intent_unexpected_state": (
-                "This payment can no longer be changed that way.",
-                "illegal_transition",
-                409,
-            ),
-            "charge_already_refunded": (
-                "This payment has already been fully refunded.",
-                "already_refunded",
-                409,
-            ),
-            "amount_too_large": (
-                "The refund is larger than the amount left to refund.",
-                "refund_too_large",
-                400,
-            ),
-        }
         if code == "resource_missing" and error.get("param") == "payment_method":
             return GatewayError(
                 "That payment method could not be used. Try again, or use another card.",
@@ -543,18 +522,21 @@ def gateway_error_from_stripe(exc: stripe_sdk.StripeError) -> GatewayError:
                 detail=detail,
                 status_code=400,
             )
-        if code in known:
-            message, our_code, status = known[code]
-            return GatewayError(message, gateway=NAME, code=our_code, detail=detail, status_code=status)
+        if code in _KNOWN_REQUEST_ERRORS:
+            return known_error(_KNOWN_REQUEST_ERRORS[code], gateway=NAME, detail=detail)
         return GatewayError(
             "The payment provider refused the request.", gateway=NAME, code="gateway_rejected", detail=detail
         )
     if isinstance(exc, stripe_sdk.APIError):
         status = getattr(exc, "http_status", None) or 500
         return GatewayError(
-            _UNAVAILABLE, gateway=NAME, code="gateway_unavailable", retryable=status >= 500, detail=detail
+            UNAVAILABLE_MESSAGE,
+            gateway=NAME,
+            code="gateway_unavailable",
+            retryable=status >= 500,
+            detail=detail,
         )
-    return GatewayError(_UNAVAILABLE, gateway=NAME, code="gateway_error", detail=detail)
+    return known_error("unavailable", gateway=NAME, detail=detail)
 
 
 # --- The adapter ------------------------------------------------------------------------------------------
@@ -608,14 +590,20 @@ class StripeGateway:
             options["stripe_account"] = account
         return options
 
+    @staticmethod
+    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+        """One SDK call; its errors become GatewayErrors fit to show (declines included)."""
+        try:
+            return fn(*args)
+        except stripe_sdk.StripeError as exc:
+            raise gateway_error_from_stripe(exc) from exc
+
     def _payment(self, intent: Any, account: str | None) -> GatewayPayment:
         return payment_from_intent(intent.to_dict(), gateway=self.name, merchant_account=account)
 
     def _retrieve(self, intent_id: str, account: str | None) -> GatewayPayment:
-        try:
-            intent = self._intents.retrieve(intent_id, {"expand": _EXPAND}, self._options(None, account))
-        except stripe_sdk.StripeError as exc:
-            raise gateway_error_from_stripe(exc) from exc
+        options = self._options(None, account)
+        intent = self._call(self._intents.retrieve, intent_id, {"expand": _EXPAND}, options)
         return self._payment(intent, account)
 
     def _after_card_error(self, exc: stripe_sdk.CardError, account: str | None) -> GatewayPayment:
@@ -647,10 +635,7 @@ class StripeGateway:
         if request.customer_email:
             params["receipt_email"] = request.customer_email
         options = self._options(f"{request.payment_id}:create", request.merchant_account)
-        try:
-            intent = self._intents.create(params, options)
-        except stripe_sdk.StripeError as exc:
-            raise gateway_error_from_stripe(exc) from exc
+        intent = self._call(self._intents.create, params, options)
         return self._payment(intent, request.merchant_account)
 
     def client_config(self, request: PaymentRequest, payment: GatewayPayment) -> ClientConfig:
@@ -697,10 +682,7 @@ class StripeGateway:
         if amount is not None:
             params["amount_to_capture"] = amount
         options = self._options(f"{ref.payment_id}:capture", ref.merchant_account)
-        try:
-            intent = self._intents.capture(ref.gateway_payment_id, params, options)
-        except stripe_sdk.StripeError as exc:
-            raise gateway_error_from_stripe(exc) from exc
+        intent = self._call(self._intents.capture, ref.gateway_payment_id, params, options)
         return self._payment(intent, ref.merchant_account)
 
     def cancel_payment(self, ref: PaymentRef) -> GatewayPayment:
@@ -710,13 +692,7 @@ class StripeGateway:
         except stripe_sdk.StripeError as exc:
             error = gateway_error_from_stripe(exc)
             if error.code == "illegal_transition":
-                error = GatewayError(
-                    "This payment can no longer be cancelled; refund it instead.",
-                    gateway=self.name,
-                    code="illegal_transition",
-                    detail=error.detail,
-                    status_code=409,
-                )
+                error = known_error("cannot_cancel", gateway=self.name, detail=error.detail)
             raise error from exc
         return self._payment(intent, ref.merchant_account)
 
@@ -728,13 +704,7 @@ class StripeGateway:
         amount: int | None = None,
         reason: str | None = None,
     ) -> GatewayRefund:
-        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
-            raise GatewayError(
-                "The refund amount must be a positive amount.",
-                gateway=self.name,
-                code="invalid_amount",
-                status_code=400,
-            )
+        check_refund_amount(amount, gateway=self.name)
         params: dict[str, Any] = {
             "payment_intent": ref.gateway_payment_id,
             "metadata": {"refund_id": refund_id, "payment_id": ref.payment_id},
@@ -744,11 +714,8 @@ class StripeGateway:
         if reason in ("duplicate", "fraudulent", "requested_by_customer"):
             params["reason"] = reason
         options = self._options(f"{refund_id}:refund", ref.merchant_account)
-        try:
-            refunds: Any = self._client.v1.refunds
-            refund = refunds.create(params, options)
-        except stripe_sdk.StripeError as exc:
-            raise gateway_error_from_stripe(exc) from exc
+        refunds: Any = self._client.v1.refunds
+        refund = self._call(refunds.create, params, options)
         return refund_from_stripe(refund.to_dict(), gateway=self.name)
 
     def fetch_payment(self, ref: PaymentRef) -> GatewayPayment:
