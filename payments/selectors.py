@@ -35,11 +35,17 @@ def payment_for(merchant: Merchant, public_id: str) -> Payment | None:
 
 
 def payment_timeline(payment: Payment) -> QuerySet[PaymentEvent]:
-    return PaymentEvent.objects.filter(payment=payment).order_by("recorded_at", "id")
+    return PaymentEvent.objects.filter(merchant_id=payment.merchant_id, payment=payment).order_by(
+        "recorded_at", "id"
+    )
 
 
 def refunds_for_payment(payment: Payment) -> QuerySet[Refund]:
-    return Refund.objects.filter(payment=payment).select_related("created_by").order_by("-created_at")
+    return (
+        Refund.objects.filter(merchant_id=payment.merchant_id, payment=payment)
+        .select_related("created_by")
+        .order_by("-created_at")
+    )
 
 
 def payment_refund_totals(payment: Payment) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from accounts.models import Merchant, User
@@ -1067,6 +1067,7 @@ def _apply_event(
     lock_now = (event.kind == "payment" and event.gateway not in REFETCH_ON_PAYMENT_EVENT) or event.kind in (
         "refund",
         "fraud_warning",
+        "dispute",  # its amount at risk is written on the payment
     )
     payment = _find_payment(event, lock=lock_now)
     if payment is None and event.kind == "payment" and event.gateway in REFETCH_ON_PAYMENT_EVENT:
@@ -1186,7 +1187,7 @@ def _apply_dispute(event: GatewayEvent, gd: GatewayDispute, payment: Payment) ->
     with transaction.atomic():
         dispute = (
             Dispute.objects.select_for_update()
-            .filter(gateway=payment.gateway, gateway_dispute_id=gd.gateway_dispute_id)
+            .filter(gateway=payment.gateway, gateway_dispute_id=gd.gateway_dispute_id)  # unique per gateway
             .first()
         )
         if dispute is None:
@@ -1260,12 +1261,16 @@ def _apply_dispute(event: GatewayEvent, gd: GatewayDispute, payment: Payment) ->
         if gd.evidence_due_by:
             dispute.evidence_due_by = gd.evidence_due_by
         dispute.last_event_at = event.created
-        dispute.save()
-        at_risk = sum(
-            d.amount
-            for d in Dispute.objects.filter(payment=payment, status__in=[*Dispute.OPEN_STATUSES, D.LOST])
+        dispute.save(update_fields=["status", "closed_at", "evidence_due_by", "last_event_at"])
+        at_risk = (
+            Dispute.objects.filter(payment=payment, status__in=[*Dispute.OPEN_STATUSES, D.LOST]).aggregate(
+                total=Sum("amount")
+            )["total"]
+            or 0
         )
-        Payment.objects.filter(pk=payment.pk).update(amount_disputed=at_risk, updated_at=timezone.now())
+        if at_risk != payment.amount_disputed:
+            payment.amount_disputed = at_risk
+            payment.save(update_fields=["amount_disputed", "updated_at"])
     return WebhookEvent.Status.APPLIED
 
 

@@ -108,7 +108,8 @@ def drain_webhook_events(slot: int = 0) -> int:
             for pk in waiting:
                 tried.add(pk)
                 try:
-                    webhook_apply(webhook_pk=pk, skip_locked=True)
+                    if webhook_apply(webhook_pk=pk, skip_locked=True) == "busy":
+                        continue  # another drain holds it and counts it
                 except Exception:  # noqa: BLE001 - counted on the row; retried on its own with backoff
                     log.warning("webhook %s: first attempt failed; retrying with backoff", pk, exc_info=True)
                     apply_webhook_event.apply_async(args=[pk], countdown=2)

@@ -92,3 +92,42 @@ def test_a_refund_event_reads_the_payment_once_and_updates_the_refunded_amount(c
     assert payment.amount_refunded == 100
     assert selects_from(queries, "payments_payment") == 1
     assert selects_from(queries, "accounts_merchant") == 0
+
+
+def test_a_dispute_event_reads_the_payment_once_and_tracks_the_amount_at_risk(client, tenant):
+    payment = started_payment(client, tenant)
+    now = int(time.time())
+    post_stripe_event(
+        client,
+        "payment_intent.succeeded",
+        intent_for(payment, "succeeded"),
+        event_id="evt_dp_paid",
+        created=now,
+    )
+    webhook_apply(webhook_pk=WebhookEvent.objects.get(event_id="evt_dp_paid").pk)
+    dispute = {
+        "id": "dp_sim_reads",
+        "object": "dispute",
+        "amount": payment.amount,
+        "currency": payment.currency.lower(),
+        "reason": "fraudulent",
+        "status": "needs_response",
+        "payment_intent": payment.gateway_payment_id,
+        "evidence_details": {"due_by": now + 7 * 86400},
+    }
+    post_stripe_event(client, "charge.dispute.created", dispute, event_id="evt_dp_open", created=now + 1)
+
+    queries = apply_counting(WebhookEvent.objects.get(event_id="evt_dp_open"))
+
+    payment.refresh_from_db()
+    assert payment.amount_disputed == payment.amount
+    assert selects_from(queries, "payments_payment") == 1
+    assert selects_from(queries, "accounts_merchant") == 0
+
+    post_stripe_event(
+        client, "charge.dispute.closed", dispute | {"status": "won"}, event_id="evt_dp_won", created=now + 2
+    )
+    webhook_apply(webhook_pk=WebhookEvent.objects.get(event_id="evt_dp_won").pk)
+    payment.refresh_from_db()
+    assert payment.amount_disputed == 0  # won: nothing at risk any more
+    assert payment.disputes.get().status == "won"
