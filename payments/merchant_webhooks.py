@@ -36,6 +36,7 @@ import random
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -360,15 +361,22 @@ def event_emit(
     return deliveries
 
 
-def _emit_safely(**kwargs: Any) -> None:
-    """A webhook problem must never undo a payment: a savepoint, and a logged error."""
-    if not WebhookEndpoint.objects.filter(merchant_id=kwargs["merchant_id"], enabled=True).exists():
+def _emit_safely(
+    *, merchant_id: int, event_type: str, build_object: Any, livemode: Callable[[], bool]
+) -> None:
+    """A webhook problem must never undo a payment: a savepoint, and a logged error.
+
+    ``livemode`` is asked only when the merchant has an endpoint (it may need a query).
+    """
+    if not WebhookEndpoint.objects.filter(merchant_id=merchant_id, enabled=True).exists():
         return  # most merchants have no endpoint: one read, no savepoint
     try:
         with transaction.atomic():
-            event_emit(**kwargs)
+            event_emit(
+                merchant_id=merchant_id, event_type=event_type, build_object=build_object, livemode=livemode()
+            )
     except Exception:  # noqa: BLE001 - the payment's transaction must go on; the failure is logged
-        log.exception("merchant webhooks: could not record %s", kwargs.get("event_type"))
+        log.exception("merchant webhooks: could not record %s", event_type)
 
 
 def _payment_object(payment: Payment) -> dict[str, Any]:
@@ -390,7 +398,7 @@ def on_payment_status_changed(sender: Any, payment: Payment, status: str, **kwar
         merchant_id=payment.merchant_id,
         event_type=f"payment.{status}",
         build_object=lambda: _payment_object(payment),
-        livemode=payment.mode == "live",
+        livemode=lambda: payment.mode == "live",
     )
 
 
@@ -399,7 +407,7 @@ def on_refund_created(sender: Any, refund: Refund, **kwargs: Any) -> None:
         merchant_id=refund.merchant_id,
         event_type="refund.created",
         build_object=lambda: _refund_object(refund),
-        livemode=refund.payment.mode == "live",
+        livemode=lambda: refund.payment.mode == "live",
     )
 
 
@@ -411,7 +419,7 @@ def on_refund_status_changed(sender: Any, refund: Refund, status: str, **kwargs:
         merchant_id=refund.merchant_id,
         event_type=event_type,
         build_object=lambda: _refund_object(refund),
-        livemode=refund.payment.mode == "live",
+        livemode=lambda: refund.payment.mode == "live",
     )
 
 
