@@ -275,3 +275,8 @@ def disputes_at_risk(merchant: Merchant, *, statuses: tuple[str, ...]) -> list[d
         .order_by("currency")
     )
     return [dict(row) for row in rows]
+
+
+def checkout_latest_payment(session: CheckoutSession) -> Payment | None:
+    """The newest attempt to pay ``session`` (what its checkout pages show), if any."""
+    return session.payments.order_by("-created_at").first()
