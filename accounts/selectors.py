@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.models import Invitation, Membership, Merchant, Role, User
+from accounts.models import ApiKey, Invitation, Membership, Merchant, Role, User
 
 
 def memberships_for_user(user: User) -> QuerySet[Membership]:
@@ -49,3 +49,16 @@ def invitation_for_merchant(merchant: Merchant, public_id: str) -> Invitation | 
 
 def owner_count(merchant: Merchant) -> int:
     return Membership.objects.filter(merchant=merchant, role=Role.OWNER).count()
+
+
+def api_keys_for(merchant: Merchant) -> QuerySet[ApiKey]:
+    """The merchant's API keys, newest first, with who made them and what replaced them."""
+    return (
+        ApiKey.objects.filter(merchant=merchant)
+        .select_related("created_by", "rotated_to")
+        .order_by("-created_at")
+    )
+
+
+def api_key_for(merchant: Merchant, public_id: str) -> ApiKey | None:
+    return api_keys_for(merchant).filter(public_id=public_id).first()

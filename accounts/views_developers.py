@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from accounts import api_keys
+from accounts import api_keys, selectors
 from accounts.models import ApiKey, Merchant, Role
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
@@ -33,31 +33,30 @@ class ApiKeyForm(forms.Form):
     )
 
 
-def _keys(merchant: Merchant):
-    return (
-        ApiKey.objects.filter(merchant=merchant)
-        .select_related("created_by", "rotated_to")
-        .order_by("-created_at")
-    )
-
-
 def _key_for(merchant: Merchant, public_id: str) -> ApiKey:
-    key = _keys(merchant).filter(public_id=public_id).first()
+    key = selectors.api_key_for(merchant, public_id)
     if key is None:
         raise Http404("No such API key.")
     return key
+
+
+def _page(
+    request: HttpRequest, merchant: Merchant, form: ApiKeyForm, status: int = 200, **extra: object
+) -> HttpResponse:
+    """The Developers page: the merchant's keys (newest 200) and the new-key form."""
+    return render(
+        request,
+        "accounts/developers.html",
+        {"keys": selectors.api_keys_for(merchant)[:200], "form": form, "merchant": merchant, **extra},
+        status=status,
+    )
 
 
 @never_cache
 @merchant_member_required(*KEY_MANAGERS)
 def developers(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
-    fresh = request.session.pop(FRESH_KEY_SESSION, None)
-    return render(
-        request,
-        "accounts/developers.html",
-        {"keys": _keys(merchant)[:200], "form": ApiKeyForm(), "fresh": fresh, "merchant": merchant},
-    )
+    return _page(request, merchant, ApiKeyForm(), fresh=request.session.pop(FRESH_KEY_SESSION, None))
 
 
 @merchant_member_required(*KEY_MANAGERS)
@@ -67,22 +66,12 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     form = ApiKeyForm(request.POST)
     if not form.is_valid():
-        return render(
-            request,
-            "accounts/developers.html",
-            {"keys": _keys(merchant)[:200], "form": form, "merchant": merchant},
-            status=400,
-        )
+        return _page(request, merchant, form, status=400)
     try:
         issued = api_keys.api_key_create(actor=request.user, merchant=merchant, **form.cleaned_data)
     except ApplicationError as exc:
         form.add_error(None, exc.message)
-        return render(
-            request,
-            "accounts/developers.html",
-            {"keys": _keys(merchant)[:200], "form": form, "merchant": merchant},
-            status=exc.status_code,
-        )
+        return _page(request, merchant, form, status=exc.status_code)
     request.session[FRESH_KEY_SESSION] = {"name": issued.key.name, "secret": issued.secret}
     return redirect("developers")
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.db import transaction
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.otp import require_recent_otp
+from security import selectors
 from security.errors import ApplicationError
 from security.keyring import KeyringError, get_keyring
-from security.models import DataKey, KeyRotation
+from security.models import KeyRotation
 from security.rotation import rotation_start
 
 PERM = "security.manage_keys"
@@ -23,26 +23,20 @@ PERM = "security.manage_keys"
 @require_GET
 def key_management(request: HttpRequest) -> HttpResponse:
     keyring = get_keyring()
-    by_kek = (
-        DataKey.objects.filter(shredded_at__isnull=True)
-        .values("kek_id")
-        .annotate(n=Count("id"))
-        .order_by("kek_id")
-    )
-    rotations = KeyRotation.objects.all()[:10]
+    counts = selectors.data_key_counts(active_kek_id=keyring.active_id)
+    rotations = selectors.key_rotations_recent()
     running = next((r for r in rotations if r.status == KeyRotation.Status.RUNNING), None)
-    behind = sum(row["n"] for row in by_kek if row["kek_id"] != keyring.active_id)
     return render(
         request,
         "compliance/keys.html",
         {
             "active_id": keyring.active_id,
             "kek_ids": keyring.ids,
-            "by_kek": by_kek,
+            "by_kek": counts.by_kek,
             "rotations": rotations,
             "running": running,
-            "behind": behind,
-            "shredded": DataKey.objects.filter(shredded_at__isnull=False).count(),
+            "behind": counts.behind,
+            "shredded": counts.shredded,
         },
     )
 

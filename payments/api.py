@@ -38,7 +38,7 @@ from payments.api_serializers import (
     RefundSerializer,
 )
 from payments.idempotency import HEADER as IDEMPOTENCY_HEADER
-from payments.idempotency import run_idempotent
+from payments.idempotency import idempotency_reserve_id, run_idempotent
 from payments.models import CheckoutSession, IdempotencyRecord, Payment, Refund
 from security.crypto import preload_keys
 from security.errors import ApplicationError, NotFound, PermissionDeniedError
@@ -324,8 +324,6 @@ class RefundListCreate(MerchantApiView):
             raise NotFound("No such payment.")
         refund_id = None
         if record is not None:
-            from payments.idempotency import idempotency_reserve_id
-
             refund_id = idempotency_reserve_id(record=record, make_id=lambda: new_public_id("re"))
         refund = services.refund_create(
             actor=self.actor(request),

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, QuerySet
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.serializers import ValidationError
+
+from payments.keyset import keyset_anchor, keyset_rows
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -56,25 +58,11 @@ def keyset_page(
     if after and before:
         raise ValidationError({"starting_after": ["Send starting_after or ending_before, not both."]})
     cursor_id = after or before
-    rows: list[M]
-    if cursor_id:
-        anchor = base.filter(public_id=cursor_id).values("created_at", "pk").first()
-        if anchor is None:
-            field = "starting_after" if after else "ending_before"
-            raise ValidationError({field: ["No object with this id in this list."]})
-        at, pk = anchor["created_at"], anchor["pk"]
-        if after:
-            qs = filtered.filter(created_at__lte=at).filter(Q(created_at__lt=at) | Q(pk__lt=pk))
-            rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
-        else:
-            qs = filtered.filter(created_at__gte=at).filter(Q(created_at__gt=at) | Q(pk__gt=pk))
-            rows = list(qs.order_by("created_at", "pk")[: limit + 1])
-    else:
-        rows = list(filtered.order_by("-created_at", "-pk")[: limit + 1])
-    has_more = len(rows) > limit
-    rows = rows[:limit]
-    if before:
-        rows.reverse()
+    anchor = keyset_anchor(base, cursor_id) if cursor_id else None
+    if cursor_id and anchor is None:
+        field = "starting_after" if after else "ending_before"
+        raise ValidationError({field: ["No object with this id in this list."]})
+    rows, has_more = keyset_rows(filtered, anchor=anchor, before=bool(before), limit=limit)
     next_cursor = getattr(rows[-1], "public_id", None) if rows and (has_more or before) else None
     return rows, has_more, {"next_cursor": next_cursor}
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import F, Q, QuerySet, Sum
 
 from accounts.models import Merchant
 from payments.forms_dashboard import AmountBound, PaymentFilters
+from payments.keyset import keyset_anchor, keyset_rows
 from payments.models import (
     CheckoutSession,
     Customer,
@@ -244,27 +246,10 @@ def payments_page(
 
     filtered = payments_filtered(merchant, filters)
     cursor = after or before
-    anchor = (
-        Payment.objects.filter(merchant=merchant, public_id=cursor).values("created_at", "pk").first()
-        if cursor
-        else None
-    )
-    if anchor is None:
-        after = before = ""
-    if anchor is not None and after:
-        at, pk = anchor["created_at"], anchor["pk"]
-        qs = filtered.filter(created_at__lte=at).filter(Q(created_at__lt=at) | Q(pk__lt=pk))
-        rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
-    elif anchor is not None and before:
-        at, pk = anchor["created_at"], anchor["pk"]
-        qs = filtered.filter(created_at__gte=at).filter(Q(created_at__gt=at) | Q(pk__gt=pk))
-        rows = list(qs.order_by("created_at", "pk")[: limit + 1])
-    else:
-        rows = list(filtered.order_by("-created_at", "-pk")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if before and anchor is not None:
-        rows.reverse()
+    anchor = keyset_anchor(Payment.objects.filter(merchant=merchant), cursor) if cursor else None
+    newer_side = bool(before) and not after  # ``after`` wins when both are sent
+    rows, more = keyset_rows(filtered, anchor=anchor, before=newer_side, limit=limit)
+    if newer_side and anchor is not None:
         older, newer = True, more
     else:
         older, newer = more, bool(after and anchor is not None)
@@ -295,3 +280,21 @@ def daily_stats_for(merchant: Merchant, *, first: dt.date, last: dt.date) -> lis
         .exclude(count=0)
         .order_by("day", "currency", "outcome", "decline_code")
     )
+
+
+def disputes_at_risk(merchant: Merchant, *, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Money held in the open disputes of ``statuses``: one ``{"currency", "total"}`` per currency."""
+    rows = (
+        disputes_open_for(merchant)
+        .filter(status__in=statuses)
+        .order_by()
+        .values("currency")
+        .annotate(total=Sum("amount"))
+        .order_by("currency")
+    )
+    return [dict(row) for row in rows]
+
+
+def checkout_latest_payment(session: CheckoutSession) -> Payment | None:
+    """The newest attempt to pay ``session`` (what its checkout pages show), if any."""
+    return session.payments.order_by("-created_at").first()

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from payments import countries, money, services
+from payments import countries, money, selectors, services
 from payments.gateways.base import GatewayError
 from payments.gateways.simulated import CARDS
 from payments.models import CheckoutSession, Payment
@@ -96,7 +96,7 @@ def pay(request: HttpRequest, public_id: str) -> HttpResponse:
     session = _session(public_id)
     ip = client_ip(request)
     ip_country = _ip_country(request)
-    latest = session.payments.order_by("-created_at").first()
+    latest = selectors.checkout_latest_payment(session)
     if latest and latest.status in (
         Payment.Status.SUCCEEDED,
         Payment.Status.PROCESSING,
@@ -154,7 +154,7 @@ def pay(request: HttpRequest, public_id: str) -> HttpResponse:
 def checkout_return(request: HttpRequest, public_id: str) -> HttpResponse:
     """Where Stripe sends the customer back after a 3D Secure challenge: ask the gateway what happened."""
     session = _session(public_id)
-    payment = session.payments.order_by("-created_at").first()
+    payment = selectors.checkout_latest_payment(session)
     if payment is None:
         return redirect("checkout_pay", public_id=public_id)
     if payment.gateway_payment_id and payment.status not in services.TERMINAL_PAYMENT:
@@ -170,7 +170,7 @@ def checkout_return(request: HttpRequest, public_id: str) -> HttpResponse:
 @never_cache
 def checkout_done(request: HttpRequest, public_id: str) -> HttpResponse:
     session = _session(public_id)
-    payment = session.payments.order_by("-created_at").first()
+    payment = selectors.checkout_latest_payment(session)
     if payment is None:
         return redirect("checkout_pay", public_id=public_id)
     return render(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -37,11 +36,8 @@ def disputes(request: HttpRequest) -> HttpResponse:
     open_disputes: list[Dispute] = []
     at_risk: list[dict] = []
     if open_statuses:
-        open_qs = selectors.disputes_open_for(merchant).filter(status__in=open_statuses)
-        open_disputes = list(open_qs)
-        at_risk = list(
-            open_qs.order_by().values("currency").annotate(total=Sum("amount")).order_by("currency")
-        )
+        open_disputes = list(selectors.disputes_open_for(merchant).filter(status__in=open_statuses))
+        at_risk = selectors.disputes_at_risk(merchant, statuses=open_statuses)
     history = None
     if closed_statuses:
         closed_qs = selectors.disputes_closed_for(merchant).filter(status__in=closed_statuses)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -43,6 +46,42 @@ def rules_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _rule_fields(form: RuleForm) -> dict[str, Any]:
+    """What every kind of rule's form gives the fraud-rule services."""
+    return {
+        "parameters": form.parameters(),
+        "action": form.cleaned_data["action"],
+        "label": form.cleaned_data["label"],
+        "enabled": form.cleaned_data["enabled"],
+    }
+
+
+def _rule_form(
+    request: HttpRequest,
+    form: RuleForm,
+    save: Callable[[dict[str, Any]], FraudRule],
+    *,
+    done: str,
+    kind_label: str,
+    rule: FraudRule | None,
+) -> HttpResponse:
+    """Save a valid submitted rule form with ``save`` and go back to the list, or show the form."""
+    if request.method == "POST" and form.is_valid():
+        try:
+            saved = save(_rule_fields(form))
+        except fraud_rules.RuleInvalid as exc:
+            _apply_error(form, exc)
+        else:
+            messages.success(request, f"Rule “{saved.label}” {done}.")
+            return redirect("payments_fraud_rules")
+    return render(
+        request,
+        "payments/fraud_rule_form.html",
+        {"form": form, "kind_label": kind_label, "rule": rule},
+        status=400 if form.errors else 200,
+    )
+
+
 @merchant_member_required(*RULE_EDITORS)
 @require_http_methods(["GET", "POST"])
 def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
@@ -50,27 +89,18 @@ def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
     if form_class is None:
         raise Http404("No such kind of rule.")
     form = form_class(request.POST if request.method == "POST" else None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            rule = fraud_rules.fraud_rule_create(
-                actor=request.user,  # type: ignore[arg-type]
-                merchant=request.membership.merchant,  # type: ignore[attr-defined]
-                kind=kind,
-                parameters=form.parameters(),
-                action=form.cleaned_data["action"],
-                label=form.cleaned_data["label"],
-                enabled=form.cleaned_data["enabled"],
-            )
-        except fraud_rules.RuleInvalid as exc:
-            _apply_error(form, exc)
-        else:
-            messages.success(request, f"Rule “{rule.label}” added.")
-            return redirect("payments_fraud_rules")
-    return render(
+    return _rule_form(
         request,
-        "payments/fraud_rule_form.html",
-        {"form": form, "kind_label": FraudRule.Kind(kind).label, "rule": None},
-        status=400 if form.errors else 200,
+        form,
+        lambda fields: fraud_rules.fraud_rule_create(
+            actor=request.user,  # type: ignore[arg-type]
+            merchant=request.membership.merchant,  # type: ignore[attr-defined]
+            kind=kind,
+            **fields,
+        ),
+        done="added",
+        kind_label=FraudRule.Kind(kind).label,
+        rule=None,
     )
 
 
@@ -79,26 +109,13 @@ def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
 def rule_edit(request: HttpRequest, public_id: str) -> HttpResponse:
     rule = _rule(request, public_id)
     form = FORMS[rule.kind](request.POST if request.method == "POST" else None, rule=rule)
-    if request.method == "POST" and form.is_valid():
-        try:
-            rule = fraud_rules.fraud_rule_update(
-                actor=request.user,  # type: ignore[arg-type]
-                rule=rule,
-                parameters=form.parameters(),
-                action=form.cleaned_data["action"],
-                label=form.cleaned_data["label"],
-                enabled=form.cleaned_data["enabled"],
-            )
-        except fraud_rules.RuleInvalid as exc:
-            _apply_error(form, exc)
-        else:
-            messages.success(request, f"Rule “{rule.label}” saved.")
-            return redirect("payments_fraud_rules")
-    return render(
+    return _rule_form(
         request,
-        "payments/fraud_rule_form.html",
-        {"form": form, "kind_label": rule.get_kind_display(), "rule": rule},
-        status=400 if form.errors else 200,
+        form,
+        lambda fields: fraud_rules.fraud_rule_update(actor=request.user, rule=rule, **fields),  # type: ignore[arg-type]
+        done="saved",
+        kind_label=rule.get_kind_display(),
+        rule=rule,
     )
 
 

@@ -9,9 +9,8 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import Role
 from accounts.permissions import merchant_member_required
-from payments import services
+from payments import selectors, services
 from payments.forms import CheckoutSessionForm
-from payments.models import CheckoutSession
 from security.errors import ApplicationError
 
 LINK_MAKERS = (Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.ANALYST)
@@ -44,7 +43,7 @@ def links(request: HttpRequest) -> HttpResponse:
                 return redirect("payment_link_detail", public_id=session.public_id)
         else:
             status = 400
-    sessions = CheckoutSession.objects.filter(merchant=merchant).order_by("-created_at", "-id")[:PAGE]
+    sessions = selectors.checkout_sessions_for(merchant).order_by("-created_at", "-id")[:PAGE]
     return render(request, "payments/links.html", {"form": form, "sessions": sessions}, status=status)
 
 
@@ -52,7 +51,7 @@ def links(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def link_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
-    session = CheckoutSession.objects.filter(merchant=merchant, public_id=public_id).first()
+    session = selectors.checkout_session_for(merchant, public_id)
     if session is None:
         raise Http404("No such payment link.")
     if request.method == "POST":

@@ -7,15 +7,17 @@ import re
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import Role
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from payments import money, selectors, services
+from payments.countdown import Countdown, countdown
 from payments.forms import RefundForm
 from payments.gateways.base import GatewayError
-from payments.models import Payment
+from payments.models import Dispute, Payment
 from security.errors import ApplicationError
 from security.ids import new_public_id
 
@@ -41,6 +43,15 @@ def _refund_id(value: str) -> str | None:
     return value if re.fullmatch(r"re_[A-Za-z0-9]{24}", value or "") else None
 
 
+def _disputes_with_countdowns(payment: Payment) -> list[tuple[Dispute, Countdown | None]]:
+    """The payment's disputes, newest first, each with its evidence countdown while it is open."""
+    now = timezone.now()
+    return [
+        (d, countdown(d.evidence_due_by, now) if d.status in Dispute.OPEN_STATUSES else None)
+        for d in payment.disputes.order_by("-created_at")
+    ]
+
+
 def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | None = None) -> dict:
     can_refund = request.membership.role in REFUNDERS  # type: ignore[attr-defined]
     # Pending refunds count: the form offers what the refund service will accept.
@@ -49,7 +60,7 @@ def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | N
         "payment": payment,
         "timeline": selectors.payment_timeline(payment),
         "refunds": selectors.refunds_for_payment(payment),
-        "disputes": payment.disputes.order_by("-created_at"),
+        "disputes": _disputes_with_countdowns(payment),
         "can_review": can_refund,
         "can_refund": can_refund and payment.status == Payment.Status.SUCCEEDED and available > 0,
         "form": form or RefundForm(initial={"refund_id": new_public_id("re")}),

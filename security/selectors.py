@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from security.models import AuditEvent
+from security.models import AuditEvent, DataKey, KeyRotation
 
 
 def audit_events(
@@ -42,3 +44,30 @@ def audit_events(
     if date_to:
         qs = qs.filter(occurred_at__lt=datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC))
     return qs
+
+
+@dataclass(frozen=True)
+class DataKeyCounts:
+    by_kek: list[dict[str, Any]]  # live data keys per KEK: {"kek_id", "n"}
+    behind: int  # live data keys not yet wrapped by the active KEK
+    shredded: int
+
+
+def data_key_counts(*, active_kek_id: str) -> DataKeyCounts:
+    """How many data keys each KEK wraps, how many still need re-wrapping, how many are shredded."""
+    by_kek: list[dict[str, Any]] = [
+        dict(row)
+        for row in DataKey.objects.filter(shredded_at__isnull=True)
+        .values("kek_id")
+        .annotate(n=Count("id"))
+        .order_by("kek_id")
+    ]
+    return DataKeyCounts(
+        by_kek=by_kek,
+        behind=sum(row["n"] for row in by_kek if row["kek_id"] != active_kek_id),
+        shredded=DataKey.objects.filter(shredded_at__isnull=False).count(),
+    )
+
+
+def key_rotations_recent(limit: int = 10) -> list[KeyRotation]:
+    return list(KeyRotation.objects.all()[:limit])
