@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api_auth import MerchantApiAccess, api_merchant
-from accounts.models import ApiKey, Merchant, Role
+from accounts.models import ApiKey, Merchant
 from accounts.otp import otp_is_recent
 from payments import api_pagination, selectors, services
 from payments.api_serializers import (
@@ -44,7 +44,7 @@ from security.crypto import preload_keys
 from security.errors import ApplicationError, NotFound, PermissionDeniedError
 from security.ids import new_public_id
 
-REFUNDER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+REFUNDER_ROLES = services.REFUNDER_ROLES
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,

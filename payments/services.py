@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from accounts.models import Merchant, User
+from accounts.models import Membership, Merchant, Role, User
 from payments import events_codec, fraud, money, selectors, signals, stats
 from payments.gateways import registry
 from payments.gateways.base import (
@@ -47,7 +47,7 @@ from payments.models import (
 )
 from security import audit
 from security.blind_index import blind_index
-from security.errors import ApplicationError, Conflict, IllegalTransition
+from security.errors import ApplicationError, Conflict, IllegalTransition, PermissionDeniedError
 
 log = logging.getLogger("fintech_portal.payments")
 
@@ -759,6 +759,10 @@ def _review_close(payment: Payment, *, actor: User, approve: bool, message: str)
 # --- Refunds -------------------------------------------------------------------------------------
 
 
+# Team roles that may refund (a merchant API key with the write scope may too).
+REFUNDER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+
+
 def refund_create(
     *,
     actor: User | None,
@@ -773,6 +777,13 @@ def refund_create(
     Never more than captured, counting refunds still pending. Idempotent per
     ``refund_public_id``: submitting the same id again returns the same refund.
     """
+    if isinstance(actor, User) and not (
+        actor.is_authenticated
+        and Membership.objects.filter(
+            user=actor, merchant_id=payment.merchant_id, role__in=REFUNDER_ROLES
+        ).exists()
+    ):
+        raise PermissionDeniedError("Only owners and admins can refund.")
     reason = (reason or "").strip()
     if not reason:
         raise ApplicationError("Give a reason for the refund.", code="reason_required")

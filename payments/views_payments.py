@@ -10,7 +10,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import Role
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from payments import money, selectors, services
@@ -21,7 +20,7 @@ from payments.models import Dispute, Payment
 from security.errors import ApplicationError
 from security.ids import new_public_id
 
-REFUNDERS = (Role.OWNER, Role.ADMIN)
+REFUNDERS = tuple(services.REFUNDER_ROLES)
 # The review form's buttons: (approve, the status the decision is meant for).
 REVIEW_DECISIONS: dict[str, tuple[bool, str]] = {
     "capture": (True, Payment.Status.REQUIRES_CAPTURE),

@@ -183,6 +183,18 @@ def test_refund_is_idempotent_per_refund_id(client, tenant):
     assert a.pk == b.pk and Refund.objects.count() == 1
 
 
+def test_only_owners_and_admins_of_the_payments_merchant_can_refund(client, tenant, outsider):
+    session = new_session(tenant, amount=1000)
+    pay(client, session, "pm_card_visa")
+    payment = latest_payment(session)
+    for who in (tenant.teammate, outsider.owner):  # an analyst; another merchant's owner
+        with pytest.raises(ApplicationError, match="Only owners and admins can refund"):
+            refund_create(actor=who, payment=payment, amount=None, reason="Not mine to refund")
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 0
+
+
 def test_refund_of_a_failed_payment_is_refused(client, tenant):
     session = new_session(tenant)
     pay(client, session, "pm_card_chargeDeclined")
