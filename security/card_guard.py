@@ -85,6 +85,22 @@ def find_card_in_request(request: HttpRequest) -> tuple[str, str] | None:
     return None
 
 
+def may_carry_card_number(body: bytes, content_type: str) -> bool:
+    """Whether a request body *might* hold a card number :func:`find_card_in_request` would find.
+
+    A cheap superset of its body checks, for code that answers a request without building a
+    Django request first (the webhook WSGI fast path): False means there is certainly nothing
+    to refuse; True means the request must go through the full guard.
+    """
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind == "multipart/form-data":
+        return True  # parts may carry their own transfer encoding: only the full guard can tell
+    text = body.decode("utf-8", "replace")
+    if kind == "application/x-www-form-urlencoded":
+        text = unquote_plus(text)  # every decoded key and value appears in the decoded body
+    return "\\" in text or contains_card_number(text, strict=True)
+
+
 def _identify(request: HttpRequest) -> Any:
     """Who sent it, from the session cookie (this middleware runs before the session middleware)."""
     from django.contrib import auth

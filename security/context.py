@@ -7,7 +7,8 @@ duration of a request; Celery tasks and commands run with an empty context.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
@@ -30,6 +31,16 @@ def current() -> RequestContext:
     return _current.get() or _EMPTY
 
 
+@contextmanager
+def bind(ctx: RequestContext) -> Iterator[RequestContext]:
+    """Make ``ctx`` the current request context inside the ``with`` block."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """The client address as Django sees it (proxies are trusted via settings)."""
     ip = getattr(request, "axes_ip_address", None) or request.META.get("REMOTE_ADDR")
@@ -46,8 +57,5 @@ class RequestContextMiddleware:
             user_agent=request.META.get("HTTP_USER_AGENT", "")[:300],
             request_id=request.META.get("HTTP_X_REQUEST_ID", "")[:64],
         )
-        token = _current.set(ctx)
-        try:
+        with bind(ctx):
             return self.get_response(request)
-        finally:
-            _current.reset(token)
