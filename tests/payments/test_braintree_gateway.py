@@ -364,6 +364,102 @@ def test_a_refund_while_settling_asks_to_try_again_later(
     assert "Try again in a few hours" in info.value.message
 
 
+UNREADABLE = (
+    "The payment provider's answer could not be read, so we could not confirm the outcome. "
+    "Check the payment again in a few minutes."
+)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        pytest.param(None, id="nil"),
+        pytest.param("", id="empty"),
+        pytest.param("abc", id="not-a-number"),
+        pytest.param("NaN", id="nan"),
+        pytest.param("12.345", id="more-decimals-than-usd-has"),
+    ],
+)
+def test_a_transaction_with_an_unreadable_amount_is_an_error_not_zero(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest, amount: str | None
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.transaction(paid.gateway_payment_id)["amount"] = amount
+
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.fetch_payment(_ref(request, paid.gateway_payment_id))
+
+    assert info.value.message == UNREADABLE
+    assert (info.value.code, info.value.status_code, info.value.retryable) == (
+        "gateway_malformed_response",
+        502,
+        False,
+    )
+
+
+def test_a_transaction_without_an_amount_is_an_error_not_zero(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    del braintree_fake.transaction(paid.gateway_payment_id)["amount"]
+
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.fetch_payment(_ref(request, paid.gateway_payment_id))
+
+    assert info.value.message == UNREADABLE
+    assert info.value.code == "gateway_malformed_response"
+
+
+def test_a_sale_answered_with_an_unreadable_amount_is_an_error_not_a_zero_payment(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    first = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.transaction(first.gateway_payment_id)["amount"] = "NaN"
+
+    # The same attempt again: Braintree answers with the stored transaction.
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.confirm_payment(request, payment_method=VALID)
+
+    assert info.value.message == UNREADABLE
+
+
+def test_a_refund_answered_with_an_unreadable_amount_is_an_error_not_a_zero_refund(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.settle(paid.gateway_payment_id)
+    ref = _ref(request, paid.gateway_payment_id)
+    refund = braintree_gateway.refund_payment(ref, refund_id="re_1", amount=1500)
+    braintree_fake.transaction(refund.gateway_refund_id)["amount"] = "15.001"
+
+    # Braintree replays the credit for the same request key; reading it again fails the same way.
+    with pytest.raises(GatewayError) as replayed:
+        braintree_gateway.refund_payment(ref, refund_id="re_1", amount=1500)
+    with pytest.raises(GatewayError) as fetched:
+        braintree_gateway.fetch_refund(ref, refund.gateway_refund_id)
+
+    assert replayed.value.message == fetched.value.message == UNREADABLE
+
+
+def test_a_refund_credit_without_a_currency_is_read_in_the_payments_currency(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.settle(paid.gateway_payment_id)
+    ref = _ref(request, paid.gateway_payment_id)
+    refund = braintree_gateway.refund_payment(ref, refund_id="re_1", amount=1500)
+    del braintree_fake.transaction(refund.gateway_refund_id)["currency_iso_code"]
+
+    fetched = braintree_gateway.fetch_refund(ref, refund.gateway_refund_id)
+
+    assert (fetched.amount, fetched.currency) == (1500, "USD")
+
+
 def test_fetching_an_unknown_transaction_is_not_found(braintree_gateway: BraintreeGateway) -> None:
     with pytest.raises(GatewayError) as info:
         braintree_gateway.fetch_payment(
