@@ -28,7 +28,7 @@ urlpatterns = [
     path("security/keys/", views_keys.key_management, name="key_management"),
     path("security/keys/rotate/", views_keys.key_rotation_start, name="key_rotation_start"),
     path(
-        "security/keys/rotations/<int:pk>.json",
+        "security/keys/rotations/<str:public_id>.json",
         views_keys.key_rotation_progress,
         name="key_rotation_progress",
     ),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.otp import require_recent_otp
@@ -52,7 +52,7 @@ def key_rotation_start(request: HttpRequest) -> HttpResponse:
     except (ApplicationError, KeyringError) as exc:
         messages.error(request, getattr(exc, "message", str(exc)))
         return redirect("key_management")
-    label = f"{request.user.email} (rotation #{run.pk})"
+    label = f"{request.user.email} (rotation {run.public_id})"
     transaction.on_commit(lambda: rotate_data_keys.delay(label))
     messages.success(
         request, f"Rotation to key {run.target_kek_id!r} started: {run.total} data keys to re-wrap."
@@ -62,8 +62,10 @@ def key_rotation_start(request: HttpRequest) -> HttpResponse:
 
 @permission_required(PERM, raise_exception=True)
 @require_GET
-def key_rotation_progress(request: HttpRequest, pk: int) -> JsonResponse:
-    run = get_object_or_404(KeyRotation, pk=pk)
+def key_rotation_progress(request: HttpRequest, public_id: str) -> JsonResponse:
+    run = selectors.key_rotation_by_public_id(public_id)
+    if run is None:
+        raise Http404("No such key rotation.")
     status = {"running": "running", "completed": "done"}.get(run.status, run.status)
     return JsonResponse(
         {

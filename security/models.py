@@ -125,6 +125,9 @@ class KeyRotation(models.Model):
         COMPLETED = "completed", "Completed"
         SUPERSEDED = "superseded", "Superseded by a newer rotation"
 
+    public_id = models.CharField(
+        max_length=40, unique=True, default=public_id_default("krot"), editable=False
+    )
     target_kek_id = models.CharField(max_length=32)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
     total = models.PositiveIntegerField(default=0)

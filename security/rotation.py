@@ -50,7 +50,7 @@ def rotation_start(*, actor: Any = None) -> KeyRotation:
         audit.record(
             actor=actor,
             action="crypto.rotation_started",
-            target=("security.keyrotation", str(run.pk)),
+            target=("security.keyrotation", run.public_id),
             details={"target_kek": target, "data_keys": total},
         )
     return run
@@ -116,7 +116,7 @@ def rotation_finish(run: KeyRotation, *, actor: Any = None) -> KeyRotation:
         audit.record(
             actor=actor,
             action="crypto.rotation_completed",
-            target=("security.keyrotation", str(locked.pk)),
+            target=("security.keyrotation", locked.public_id),
             details={
                 "target_kek": locked.target_kek_id,
                 "data_keys_rewrapped": locked.done,

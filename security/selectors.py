@@ -71,3 +71,8 @@ def data_key_counts(*, active_kek_id: str) -> DataKeyCounts:
 
 def key_rotations_recent(limit: int = 10) -> list[KeyRotation]:
     return list(KeyRotation.objects.all()[:limit])
+
+
+def key_rotation_by_public_id(public_id: str) -> KeyRotation | None:
+    """The rotation a progress URL names (``krot_...``), or None."""
+    return KeyRotation.objects.filter(public_id=public_id).first()

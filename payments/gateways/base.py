@@ -106,6 +106,7 @@ KnownError = Literal[
     "already_refunded",
     "refund_too_large",
     "invalid_refund_amount",
+    "malformed_response",
 ]
 _KNOWN_ERRORS: dict[KnownError, tuple[str, str, int | None, bool]] = {
     "not_found": ("The payment provider has no record of this payment.", "not_found", 404, False),
@@ -144,6 +145,14 @@ _KNOWN_ERRORS: dict[KnownError, tuple[str, str, int | None, bool]] = {
         False,
     ),
     "invalid_refund_amount": ("The refund amount must be a positive amount.", "invalid_amount", 400, False),
+    # The call may have taken effect at the gateway, so the message promises nothing either way.
+    "malformed_response": (
+        "The payment provider's answer could not be read, so we could not confirm the outcome. "
+        "Check the payment again in a few minutes.",
+        "gateway_malformed_response",
+        None,
+        False,
+    ),
 }
 
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.parsers.expat import ExpatError
@@ -171,6 +171,24 @@ def _minor(value: Any, currency: str | None) -> int | None:
         return None
 
 
+def _amount(obj: Any, currency: str | None, *, what: str) -> int:
+    """The transaction's ``amount`` in minor units; never a made-up zero.
+
+    A transaction or credit whose amount is missing or cannot be read in its currency
+    raises the malformed-response GatewayError: recording 0 instead would be wrong money.
+    """
+    value = _get(obj, "amount")
+    minor = _minor(value, currency)
+    if minor is None:
+        in_currency = currency or "(no currency)"
+        raise known_error(
+            "malformed_response",
+            gateway=NAME,
+            detail=f"{what} {_get(obj, 'id')!r} has no readable amount: {value!r} {in_currency}",
+        )
+    return minor
+
+
 def jsonable(value: Any) -> Any:
     """Parsed Braintree XML (Decimals, datetimes) as plain JSON-able data."""
     if isinstance(value, Mapping):
@@ -208,13 +226,27 @@ def fraud_from_risk_data(risk_data: Any, *, rejection_reason: str | None = None)
 
 
 def payment_from_transaction(
-    txn: Any, *, gateway: str = NAME, request_currency: str | None = None
+    txn: Any,
+    *,
+    gateway: str = NAME,
+    request_currency: str | None = None,
+    currencyless_notification: bool = False,
 ) -> GatewayPayment:
-    """Normalise a ``braintree.Transaction``."""
+    """Normalise a ``braintree.Transaction``.
+
+    An amount that is missing or unreadable raises the malformed-response GatewayError.
+    The one exception is ``currencyless_notification``: a webhook's transaction without a
+    currency (Braintree's disbursement notification omits it), whose amount cannot be
+    converted. Such a notification is only a cue: Braintree payment events are fetched
+    again before anything is applied (``payments.services.REFETCH_ON_PAYMENT_EVENT``), and
+    the event built from it carries no amount.
+    """
     raw_status = str(_get(txn, "status") or "")
     status = _TXN_STATUS.get(raw_status, "processing")
     currency = (_get(txn, "currency_iso_code") or request_currency or "").upper()
-    amount = _minor(_get(txn, "amount"), currency) or 0
+    # 0 only for a currency-less notification, whose amount is never read (see above).
+    unreadable = currencyless_notification and not currency
+    amount = 0 if unreadable else _amount(txn, currency, what="transaction")
 
     decline_code = decline_message = gateway_code = None
     retryable = False
@@ -282,15 +314,18 @@ def payment_from_transaction(
     )
 
 
-def refund_from_transaction(credit: Any, *, refund_id: str | None, original_id: str) -> GatewayRefund:
+def refund_from_transaction(
+    credit: Any, *, refund_id: str | None, original_id: str, request_currency: str | None = None
+) -> GatewayRefund:
+    """Normalise a refund's credit transaction; an unreadable amount raises (see :func:`_amount`)."""
     raw_status = str(_get(credit, "status") or "")
-    currency = str(_get(credit, "currency_iso_code") or "").upper()
+    currency = str(_get(credit, "currency_iso_code") or request_currency or "").upper()
     return GatewayRefund(
         gateway=NAME,
         gateway_refund_id=str(_get(credit, "id") or ""),
         gateway_payment_id=_get(credit, "refunded_transaction_id") or original_id,
         status=_REFUND_STATUS.get(raw_status, "pending"),  # type: ignore[arg-type]
-        amount=_minor(_get(credit, "amount"), currency) or 0,
+        amount=_amount(credit, currency, what="refund credit"),
         currency=currency,
         refund_id=refund_id,
         method="refund",
@@ -419,6 +454,12 @@ class BraintreeGateway:
             return fn(*args)
         except BraintreeError as exc:
             raise self._sdk_error(exc) from exc
+        except (InvalidOperation, AttributeError, TypeError) as exc:
+            # The SDK builds its objects from the response as it reads it: a transaction
+            # without an amount (or with a nil or non-numeric one) fails inside it.
+            raise known_error(
+                "malformed_response", gateway=self.name, detail=f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def _validation_error(self, result: Any, *, message: str) -> GatewayError:
         return GatewayError(
@@ -537,7 +578,10 @@ class BraintreeGateway:
         result = self._call(self.sdk.transaction.refund, ref.gateway_payment_id, options)
         if result.is_success:
             return refund_from_transaction(
-                result.transaction, refund_id=refund_id, original_id=ref.gateway_payment_id
+                result.transaction,
+                refund_id=refund_id,
+                original_id=ref.gateway_payment_id,
+                request_currency=ref.currency,
             )
 
         codes = {code for code, _ in _errors(result)}
@@ -599,7 +643,9 @@ class BraintreeGateway:
     def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
         """A refund's current state: Braintree refunds are credit transactions of their own."""
         credit = self._call(self.sdk.transaction.find, gateway_refund_id)
-        return refund_from_transaction(credit, refund_id=None, original_id=ref.gateway_payment_id)
+        return refund_from_transaction(
+            credit, refund_id=None, original_id=ref.gateway_payment_id, request_currency=ref.currency
+        )
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         try:
@@ -647,7 +693,13 @@ class BraintreeGateway:
         }
         txn = _get(notification, "transaction")
         if kind in TRANSACTION_EVENT_KINDS and txn is not None:
-            payment = payment_from_transaction(txn, gateway=self.name)
+            currencyless = not _get(txn, "currency_iso_code")
+            try:
+                payment = payment_from_transaction(
+                    txn, gateway=self.name, currencyless_notification=currencyless
+                )
+            except GatewayError as exc:  # an amount that cannot be read in the given currency
+                raise InvalidWebhook("malformed", exc.detail) from exc
             if kind == "transaction_disbursed" and not payment.gateway_status:
                 # The disbursed notification omits the status: disbursed funds were settled.
                 payment = _with_status(payment, "succeeded", settled=True)
@@ -657,7 +709,7 @@ class BraintreeGateway:
                 status=payment.status,
                 gateway_payment_id=payment.gateway_payment_id,
                 payment_id=payment.payment_id,
-                amount=payment.amount,
+                amount=None if currencyless else payment.amount,
                 currency=payment.currency or None,
                 payment=payment,
                 fraud=payment.fraud,

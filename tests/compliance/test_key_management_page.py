@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -53,13 +54,13 @@ def test_rotation_runs_as_a_task_and_reports_progress(
     run = KeyRotation.objects.get()
     assert run.status == KeyRotation.Status.COMPLETED
     assert set(DataKey.objects.values_list("kek_id", flat=True)) == {"new"}
-    progress = client.get(reverse("key_rotation_progress", args=[run.pk])).json()
+    progress = client.get(reverse("key_rotation_progress", args=[run.public_id])).json()
     assert progress["status"] == "done" and progress["done"] == progress["total"] == run.total
     # What the officer sees afterwards, and what the audit log keeps.
     after = client.get(reverse("key_management")).content.decode()
     assert "Every data key is wrapped by the active KEK" in after and "Rotate to new" not in after
     started = AuditEvent.objects.get(action="crypto.rotation_started")
-    assert started.actor_label == officer.email and started.target_id == str(run.pk)
+    assert started.actor_label == officer.email and started.target_id == run.public_id
     assert started.details == {"target_kek": "new", "data_keys": run.total}
 
 
@@ -72,3 +73,49 @@ def test_starting_a_rotation_needs_a_fresh_code(verified_client, officer):
     assert response.status_code == 302 and response["Location"].startswith(reverse("two_factor_step_up"))
     assert not KeyRotation.objects.exists()
     assert not AuditEvent.objects.filter(action="crypto.rotation_started").exists()
+
+
+def test_the_progress_url_names_the_rotation_by_its_public_id_never_its_integer_key(
+    verified_client, officer, tenant, settings
+):
+    settings.FIELD_ENCRYPTION_KEYS = [OLD]
+    customer_for_email(merchant=tenant.merchant, email="p@example.com")
+    settings.FIELD_ENCRYPTION_KEYS = [NEW, OLD]
+    client = verified_client(officer)
+    client.post(reverse("key_rotation_start"))  # the task is not run: the rotation stays running
+    run = KeyRotation.objects.get()
+
+    page = client.get(reverse("key_management")).content.decode()
+    [url] = re.findall(r'data-progress-url="([^"]+)"', page)
+    assert re.fullmatch(r"/.*/rotations/krot_[A-Za-z0-9]{24}\.json", url), url
+    assert url.rsplit("/", 1)[-1] == f"{run.public_id}.json"
+    assert not re.search(r"/\d+\.json$", url)
+    progress = client.get(url)
+    assert progress.status_code == 200
+    assert progress.json()["status"] == "running"
+
+    by_integer = url.replace(run.public_id, str(run.pk))
+    unknown = reverse("key_rotation_progress", args=["krot_" + "x" * 24])
+    assert client.get(by_integer).status_code == 404
+    assert client.get(unknown).status_code == 404
+
+
+def test_a_rotation_made_before_public_ids_gets_one_of_its_own(transactional_db):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("security", "0004_key_rotation_permission")]
+    after = [("security", "0005_keyrotation_public_id")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_model = executor.loader.project_state(before).apps.get_model("security", "KeyRotation")
+    old_model.objects.create(target_kek_id="a")
+    old_model.objects.create(target_kek_id="b")
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(after)
+
+    ids = list(KeyRotation.objects.values_list("public_id", flat=True))
+    assert len(ids) == len(set(ids)) == 2
+    assert all(re.fullmatch(r"krot_[A-Za-z0-9]{24}", i) for i in ids)

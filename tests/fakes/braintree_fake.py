@@ -16,7 +16,8 @@ Behaviour follows Braintree's sandbox: test nonces (``fake-valid-nonce``,
 the 3D Secure nonces) and test amounts (2000.00-2999.99 decline with that
 processor response code, 3000.00-3000.99 fail with 3000). ``api_request_key``
 gives at-most-once processing: the same key returns the same transaction.
-Refunds of unsettled sales fail with 91506, as Braintree's do.
+Refunds of unsettled sales fail with 91506, as Braintree's do. :meth:`BraintreeFake.fail_next`
+answers the next requests with an HTTP error (429 rate limit, 5xx outage).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ class BraintreeFake(FakeServer):
             self.transactions: dict[str, dict[str, Any]] = {}
             self.request_keys: dict[str, str] = {}  # api_request_key -> transaction id
             self.client_tokens: list[dict[str, Any]] = []
+            self._failures: list[int] = []
             self.requests.clear()
 
     # --- test controls ---
@@ -212,6 +214,12 @@ class BraintreeFake(FakeServer):
     def transaction(self, transaction_id: str) -> dict[str, Any]:
         return self.transactions[transaction_id]
 
+    def fail_next(self, status: int = 500, count: int = 1) -> None:
+        """Answer the next ``count`` API requests with ``status`` and an empty body, as
+        Braintree does when it rate-limits (429) or is down (500, 503)."""
+        with self.lock:
+            self._failures.extend([status] * count)
+
     # --- HTTP ---
 
     def handle(self, request: RecordedRequest) -> Response:
@@ -219,6 +227,9 @@ class BraintreeFake(FakeServer):
             request.params = from_xml(request.body)
         except ET.ParseError:
             return Response(400, b"", "application/xml")
+        with self.lock:
+            if self._failures:
+                return Response(self._failures.pop(0), b"", "application/xml")
         expected = base64.b64encode(f"{self.public_key}:{self.private_key}".encode()).decode()
         if request.header("authorization") != f"Basic {expected}":
             return Response(401, b"", "application/xml")

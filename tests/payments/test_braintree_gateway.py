@@ -159,14 +159,6 @@ def test_a_declined_card_fails_with_a_helpful_message(
     assert payment.gateway_code == str(amount // 100)
 
 
-def test_expired_card_is_declined_with_a_helpful_message(
-    braintree_gateway: BraintreeGateway, usd: MakeRequest
-) -> None:
-    payment = braintree_gateway.confirm_payment(usd(amount=200400), payment_method=VALID)
-    assert (payment.status, payment.decline_code) == ("failed", "expired_card")
-    assert payment.decline_message == "Your card has expired."
-
-
 def test_a_processing_error_is_a_failed_payment_the_customer_may_retry(
     braintree_gateway: BraintreeGateway, usd: MakeRequest
 ) -> None:
@@ -268,7 +260,7 @@ def test_cancel_after_settlement_is_refused_with_advice_to_refund(
     with pytest.raises(GatewayError) as info:
         braintree_gateway.cancel_payment(_ref(request, paid.gateway_payment_id))
     assert info.value.status_code == 409
-    assert "refund it instead" in info.value.message
+    assert info.value.message == "This payment can no longer be cancelled; refund it instead."
 
 
 def test_a_partial_refund_of_a_settled_sale_refunds_part(
@@ -304,6 +296,21 @@ def test_refunding_more_than_is_left_is_refused(
     with pytest.raises(GatewayError) as info:
         braintree_gateway.refund_payment(ref, refund_id="re_b", amount=2000)
     assert info.value.code == "refund_too_large"
+    assert info.value.message == "The refund is larger than the amount left to refund."
+
+
+def test_refunding_a_fully_refunded_sale_again_is_refused(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.settle(paid.gateway_payment_id)
+    ref = _ref(request, paid.gateway_payment_id)
+    braintree_gateway.refund_payment(ref, refund_id="re_all")
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.refund_payment(ref, refund_id="re_again")
+    assert info.value.message == "This payment has already been fully refunded."
+    assert (info.value.code, info.value.status_code) == ("already_refunded", 409)
 
 
 def test_a_full_refund_of_an_unsettled_sale_voids_it_instead(
@@ -364,12 +371,109 @@ def test_a_refund_while_settling_asks_to_try_again_later(
     assert "Try again in a few hours" in info.value.message
 
 
+UNREADABLE = (
+    "The payment provider's answer could not be read, so we could not confirm the outcome. "
+    "Check the payment again in a few minutes."
+)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        pytest.param(None, id="nil"),
+        pytest.param("", id="empty"),
+        pytest.param("abc", id="not-a-number"),
+        pytest.param("NaN", id="nan"),
+        pytest.param("12.345", id="more-decimals-than-usd-has"),
+    ],
+)
+def test_a_transaction_with_an_unreadable_amount_is_an_error_not_zero(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest, amount: str | None
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.transaction(paid.gateway_payment_id)["amount"] = amount
+
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.fetch_payment(_ref(request, paid.gateway_payment_id))
+
+    assert info.value.message == UNREADABLE
+    assert (info.value.code, info.value.status_code, info.value.retryable) == (
+        "gateway_malformed_response",
+        502,
+        False,
+    )
+
+
+def test_a_transaction_without_an_amount_is_an_error_not_zero(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    del braintree_fake.transaction(paid.gateway_payment_id)["amount"]
+
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.fetch_payment(_ref(request, paid.gateway_payment_id))
+
+    assert info.value.message == UNREADABLE
+    assert info.value.code == "gateway_malformed_response"
+
+
+def test_a_sale_answered_with_an_unreadable_amount_is_an_error_not_a_zero_payment(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    first = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.transaction(first.gateway_payment_id)["amount"] = "NaN"
+
+    # The same attempt again: Braintree answers with the stored transaction.
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.confirm_payment(request, payment_method=VALID)
+
+    assert info.value.message == UNREADABLE
+
+
+def test_a_refund_answered_with_an_unreadable_amount_is_an_error_not_a_zero_refund(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.settle(paid.gateway_payment_id)
+    ref = _ref(request, paid.gateway_payment_id)
+    refund = braintree_gateway.refund_payment(ref, refund_id="re_1", amount=1500)
+    braintree_fake.transaction(refund.gateway_refund_id)["amount"] = "15.001"
+
+    # Braintree replays the credit for the same request key; reading it again fails the same way.
+    with pytest.raises(GatewayError) as replayed:
+        braintree_gateway.refund_payment(ref, refund_id="re_1", amount=1500)
+    with pytest.raises(GatewayError) as fetched:
+        braintree_gateway.fetch_refund(ref, refund.gateway_refund_id)
+
+    assert replayed.value.message == fetched.value.message == UNREADABLE
+
+
+def test_a_refund_credit_without_a_currency_is_read_in_the_payments_currency(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd(amount=5000)
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.settle(paid.gateway_payment_id)
+    ref = _ref(request, paid.gateway_payment_id)
+    refund = braintree_gateway.refund_payment(ref, refund_id="re_1", amount=1500)
+    del braintree_fake.transaction(refund.gateway_refund_id)["currency_iso_code"]
+
+    fetched = braintree_gateway.fetch_refund(ref, refund.gateway_refund_id)
+
+    assert (fetched.amount, fetched.currency) == (1500, "USD")
+
+
 def test_fetching_an_unknown_transaction_is_not_found(braintree_gateway: BraintreeGateway) -> None:
     with pytest.raises(GatewayError) as info:
         braintree_gateway.fetch_payment(
             PaymentRef(payment_id="pay_1", gateway_payment_id="nope1234", currency="USD")
         )
     assert (info.value.code, info.value.status_code) == ("not_found", 404)
+    assert info.value.message == "The payment provider has no record of this payment."
 
 
 def test_wrong_credentials_are_reported_without_detail(
@@ -380,6 +484,7 @@ def test_wrong_credentials_are_reported_without_detail(
         gateway.confirm_payment(usd(), payment_method=VALID)
     assert info.value.code == "gateway_configuration"
     assert not info.value.retryable
+    assert info.value.message == "Payments are unavailable right now. Try again in a few minutes."
 
 
 def test_an_unreachable_gateway_is_a_retryable_error(usd: MakeRequest) -> None:
@@ -398,6 +503,33 @@ def test_an_unreachable_gateway_is_a_retryable_error(usd: MakeRequest) -> None:
     with pytest.raises(GatewayError) as info:
         gateway.confirm_payment(usd(), payment_method=VALID)
     assert info.value.retryable
+    assert info.value.message == "We could not reach the payment provider. Try again in a moment."
+
+
+def test_a_rate_limited_refund_says_the_provider_is_busy(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest
+) -> None:
+    request = usd()
+    paid = braintree_gateway.confirm_payment(request, payment_method=VALID)
+    braintree_fake.settle(paid.gateway_payment_id)
+    braintree_fake.fail_next(429)
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.refund_payment(_ref(request, paid.gateway_payment_id), refund_id="re_busy")
+    assert info.value.message == "The payment provider is busy. Try again in a moment."
+    assert (info.value.code, info.value.retryable, info.value.status_code) == ("rate_limited", True, 503)
+    assert braintree_fake.transaction(paid.gateway_payment_id)["refund_ids"] == []
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_a_braintree_outage_says_it_could_not_be_reached(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake, usd: MakeRequest, status: int
+) -> None:
+    braintree_fake.fail_next(status)
+    with pytest.raises(GatewayError) as info:
+        braintree_gateway.confirm_payment(usd(), payment_method=VALID)
+    assert info.value.message == "We could not reach the payment provider. Try again in a moment."
+    assert info.value.retryable
+    assert braintree_fake.transactions == {}
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,23 @@ def test_a_disbursed_notification_marks_the_payment_settled(braintree_gateway: B
     event = braintree_gateway.parse_webhook(_sample(braintree_gateway, "transaction_disbursed"), HEADERS)
     assert (event.kind, event.status, event.gateway_payment_id) == ("payment", "succeeded", "txn_123")
     assert event.payment is not None and event.payment.settled is True
+    # It names no currency, so its amount cannot be read: the event claims none (not 0).
+    assert (event.amount, event.currency) == (None, None)
+
+
+def test_a_signed_notification_with_an_unreadable_amount_is_malformed(
+    braintree_gateway: BraintreeGateway, braintree_fake: BraintreeFake
+) -> None:
+    sample = braintree_gateway.sdk.webhook_testing.sample_notification("transaction_settled", "abc")
+    xml = base64.b64decode(sample["bt_payload"]).replace(b"<amount>100.00<", b"<amount>100.001<")
+    payload = base64.encodebytes(xml).decode()
+    signature = f"{braintree_fake.public_key}|{Crypto.sha1_hmac_hash(braintree_fake.private_key, payload)}"
+
+    with pytest.raises(InvalidWebhook) as info:
+        braintree_gateway.parse_webhook(_form({"bt_signature": signature, "bt_payload": payload}), HEADERS)
+
+    assert info.value.reason == "malformed"
+    assert info.value.message == "The webhook body could not be parsed."
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,10 @@ fraud (gateway_rejected: fraud)        test_sale_outcome[fraud_decline]
 3DS required then failure              test_sale_outcome[three_d_secure_failure]
 partial refund of a settled sale       test_partial_refund_of_a_settled_sale
 refund of an unsettled sale            test_refund_of_an_unsettled_sale_voids_it_in_full_only
+refund already made in Braintree       test_a_refund_already_made_in_the_control_panel_is_refused_clearly
+refund while Braintree rate-limits     test_a_refund_while_braintree_is_busy_asks_to_try_again
+refund of a sale Braintree lacks       test_a_refund_of_a_sale_braintree_has_no_record_of_is_refused
+refund answer with unreadable amount   test_a_refund_answered_without_a_readable_amount_records_nothing
 duplicate webhooks                     test_duplicate_notifications_are_applied_once
 out-of-order webhooks                  test_out_of_order_notifications_keep_the_newest
 declined at settlement                 test_settlement_declined_reverses_a_succeeded_sale
@@ -47,11 +51,13 @@ from django.urls import reverse
 
 from payments import money
 from payments.models import CheckoutSession, Payment, PaymentSettings, Refund, WebhookEvent
+from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.payments.conftest import make_braintree_gateway
 from tests.payments.helpers import latest_payment, new_session
 from tests.payments.matrix_helpers import (
     history,
+    merchant_client,
     merchant_page,
     refund_from_page,
     refunds,
@@ -299,6 +305,71 @@ def test_refund_of_an_unsettled_sale_voids_it_in_full_only(world: BraintreeWorld
     page = merchant_page(world.tenant, payment)
     assert "<dt>Refunded</dt><dd>25.00 USD</dd>" in page and "Succeeded</span> (void)" in page
     assert "can be refunded" not in page
+
+
+def test_a_refund_already_made_in_the_control_panel_is_refused_clearly(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settle(payment)
+    # The merchant refunded it in Braintree's Control Panel; we have not heard about it yet.
+    assert world.sdk.transaction.refund(payment.gateway_payment_id).is_success
+
+    answer = refund_from_page(world.tenant, payment, amount="")
+
+    assert answer.status_code == 400
+    assert "This payment has already been fully refunded." in text(answer)
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+
+
+def test_a_refund_while_braintree_is_busy_asks_to_try_again(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settle(payment)
+    world.fake.fail_next(429)
+
+    answer = refund_from_page(world.tenant, payment, amount="5.00")
+
+    assert answer.status_code == 400
+    assert "The payment provider is busy. Try again in a moment." in text(answer)
+    assert not Refund.objects.exists()
+    assert world.fake.transaction(payment.gateway_payment_id)["refund_ids"] == []
+
+
+def test_a_refund_of_a_sale_braintree_has_no_record_of_is_refused(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    del world.fake.transactions[payment.gateway_payment_id]
+
+    answer = refund_from_page(world.tenant, payment, amount="")
+
+    assert answer.status_code == 400
+    assert "The payment provider has no record of this payment." in text(answer)
+    assert not Refund.objects.exists()
+
+
+def test_a_refund_answered_without_a_readable_amount_records_nothing(world: BraintreeWorld) -> None:
+    payment = paid(world)
+    world.settle(payment)
+    refund_id = new_public_id("re")
+    # Braintree already holds a credit for this refund request (a retried submission), and
+    # the credit it answers with carries an amount that cannot be read.
+    made = world.sdk.transaction.refund(
+        payment.gateway_payment_id, {"amount": "5.00", "api_request_key": f"{refund_id}:refund"}
+    )
+    world.fake.transaction(made.transaction.id)["amount"] = "NaN"
+
+    answer = merchant_client(world.tenant).post(
+        f"/payments/{payment.public_id}/refund/",
+        {"refund_id": refund_id, "amount": "5.00", "reason": "Customer asked"},
+    )
+
+    assert answer.status_code == 400
+    assert (
+        "The payment provider's answer could not be read, so we could not confirm the outcome. "
+        "Check the payment again in a few minutes."
+    ) in text(answer)
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
 
 
 # --- Notifications twice, and in the wrong order ---------------------------------------------------------

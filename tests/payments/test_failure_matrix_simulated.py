@@ -20,6 +20,7 @@ Radar highest risk                     test_card_outcome[radar_highest_risk]
 3DS required then failure              test_three_d_secure_then_failure
 partial refund, status by webhook      test_partial_refund_is_confirmed_by_the_refund_webhook
 refund of an unfinished payment        test_refund_of_a_payment_waiting_for_authentication_is_refused
+refund of a payment it has no record   test_a_refund_of_a_payment_the_gateway_has_no_record_of_is_refused
 duplicate webhooks                     test_duplicate_webhooks_are_applied_once
 out-of-order webhooks                  test_out_of_order_webhooks_end_succeeded
 =====================================  ==========================================================
@@ -234,6 +235,21 @@ def test_refund_of_a_payment_waiting_for_authentication_is_refused(shop) -> None
     assert "Only a payment that succeeded can be refunded." in text(answer)
     assert not Refund.objects.exists()
     assert SimulatedIntent.objects.get(intent_id=payment.gateway_payment_id).data["refunds"] == []
+
+
+def test_a_refund_of_a_payment_the_gateway_has_no_record_of_is_refused(shop) -> None:  # noqa: ANN001
+    session = new_session(shop, amount=2500)
+    pay(Client(), session, "pm_card_visa")
+    payment = latest_payment(session)
+    SimulatedIntent.objects.filter(intent_id=payment.gateway_payment_id).delete()  # the test data was wiped
+
+    answer = refund_from_page(shop, payment, amount="")
+
+    assert answer.status_code == 400
+    assert "The payment provider has no record of this payment." in text(answer)
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
 
 
 def test_duplicate_webhooks_are_applied_once(shop) -> None:  # noqa: ANN001

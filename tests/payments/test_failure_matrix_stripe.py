@@ -21,6 +21,8 @@ Radar highest risk                     test_card_outcome[radar_highest_risk]
 partial refund, status by webhook      test_partial_refund_stays_pending_until_the_refund_webhook
 refund that fails later                test_a_refund_that_fails_later_gives_the_money_back_to_refund
 refund of an unfinished payment        test_refund_of_a_processing_payment_is_refused
+refund already made in Stripe          test_a_refund_already_made_in_stripes_dashboard_is_refused_clearly
+refund while Stripe rate-limits        test_a_refund_while_stripe_is_busy_asks_to_try_again
 duplicate webhooks                     test_duplicate_webhooks_are_applied_once
 out-of-order webhooks                  test_out_of_order_webhooks_end_succeeded
 =====================================  ==========================================================
@@ -380,6 +382,36 @@ def test_refund_of_a_processing_payment_is_refused(world: StripeWorld) -> None:
     assert not any(r.path == "/v1/refunds" for r in world.fake.requests)
     payment.refresh_from_db()
     assert (payment.status, payment.amount_refunded) == ("processing", 0)
+
+
+def test_a_refund_already_made_in_stripes_dashboard_is_refused_clearly(world: StripeWorld) -> None:
+    payment = paid(world)
+    # The merchant refunded it in Stripe's dashboard; Stripe's webhook has not arrived yet.
+    dashboard = stripe.StripeClient(STRIPE_SECRET_KEY, base_addresses={"api": world.fake.url})
+    dashboard.v1.refunds.create(params={"payment_intent": payment.gateway_payment_id})
+
+    answer = refund_from_page(world.tenant, payment, amount="")
+
+    assert answer.status_code == 400
+    assert "This payment has already been fully refunded." in text(answer)
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+
+
+def test_a_refund_while_stripe_is_busy_asks_to_try_again(world: StripeWorld) -> None:
+    payment = paid(world)
+    world.fake.fail_next(429)
+
+    answer = refund_from_page(world.tenant, payment, amount="5.00")
+
+    assert answer.status_code == 400
+    assert "The payment provider is busy. Try again in a moment." in text(answer)
+    assert not Refund.objects.exists()
+    assert world.fake.account().refunds == {}
+    # Once Stripe answers again, the same refund goes through.
+    assert refund_from_page(world.tenant, payment, amount="5.00").status_code == 302
+    assert refunds(payment) == [(500, "succeeded", "refund")]
 
 
 # --- Webhooks twice, and in the wrong order ---------------------------------------------------------------

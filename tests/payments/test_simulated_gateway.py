@@ -73,6 +73,7 @@ def test_reusing_a_payment_id_for_a_different_amount_is_refused(
     with pytest.raises(GatewayError) as info:
         simulated_gateway.create_payment(payment_request(payment_id=request.payment_id, amount=999))
     assert (info.value.code, info.value.status_code) == ("idempotency_conflict", 409)
+    assert info.value.message == "This request conflicts with an earlier one for the same payment."
 
 
 def test_client_config_is_a_simulated_marker(
@@ -125,13 +126,6 @@ def test_a_declined_test_card_fails_with_a_helpful_message(
     assert payment.decline_code == decline_code
     assert payment.decline_message == message
     assert payment.failure_retryable is retryable
-
-
-def test_expired_card_is_declined_with_a_helpful_message(
-    simulated_gateway: SimulatedGateway, payment_request: MakeRequest
-) -> None:
-    payment = _pay(simulated_gateway, payment_request(), "pm_card_chargeDeclinedExpiredCard")
-    assert (payment.status, payment.decline_message) == ("failed", "Your card has expired.")
 
 
 def test_after_a_decline_the_customer_can_pay_with_another_card(
@@ -288,6 +282,7 @@ def test_a_partial_refund_then_the_rest(
     with pytest.raises(GatewayError) as info:
         simulated_gateway.refund_payment(ref, refund_id="re_three")
     assert info.value.code == "already_refunded"
+    assert info.value.message == "This payment has already been fully refunded."
 
 
 def test_refunding_more_than_is_left_is_refused(
@@ -300,6 +295,32 @@ def test_refunding_more_than_is_left_is_refused(
             _ref(request, paid.gateway_payment_id), refund_id="re_big", amount=2501
         )
     assert info.value.code == "refund_too_large"
+    assert info.value.message == "The refund is larger than the amount left to refund."
+
+
+def test_reusing_a_refund_id_for_another_amount_is_a_conflict(
+    simulated_gateway: SimulatedGateway, payment_request: MakeRequest
+) -> None:
+    request = payment_request()
+    paid = _pay(simulated_gateway, request, "pm_card_visa")
+    ref = _ref(request, paid.gateway_payment_id)
+    simulated_gateway.refund_payment(ref, refund_id="re_same", amount=700)
+    with pytest.raises(GatewayError) as info:
+        simulated_gateway.refund_payment(ref, refund_id="re_same", amount=800)
+    assert info.value.message == "This request conflicts with an earlier one for the same refund."
+    assert simulated_gateway.fetch_payment(ref).amount_refunded == 700
+
+
+def test_a_refund_of_nothing_is_refused(
+    simulated_gateway: SimulatedGateway, payment_request: MakeRequest
+) -> None:
+    request = payment_request()
+    paid = _pay(simulated_gateway, request, "pm_card_visa")
+    ref = _ref(request, paid.gateway_payment_id)
+    with pytest.raises(GatewayError) as info:
+        simulated_gateway.refund_payment(ref, refund_id="re_zero", amount=0)
+    assert info.value.message == "The refund amount must be a positive amount."
+    assert simulated_gateway.fetch_payment(ref).amount_refunded == 0
 
 
 def test_retrying_a_refund_with_the_same_refund_id_refunds_once(
@@ -322,6 +343,7 @@ def test_a_declined_payment_cannot_be_refunded(
     with pytest.raises(GatewayError) as info:
         simulated_gateway.refund_payment(_ref(request, declined.gateway_payment_id), refund_id="re_no")
     assert info.value.code == "illegal_transition"
+    assert info.value.message == "Only a succeeded payment can be refunded."
 
 
 def test_a_succeeded_payment_cannot_be_confirmed_again(
@@ -362,6 +384,7 @@ def test_another_merchant_account_cannot_see_the_intent(
     with pytest.raises(GatewayError) as info:
         simulated_gateway.fetch_payment(stranger)
     assert info.value.code == "not_found"
+    assert info.value.message == "The payment provider has no record of this payment."
 
 
 def test_a_gateway_without_a_webhook_secret_cannot_be_built() -> None:

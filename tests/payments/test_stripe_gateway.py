@@ -9,7 +9,12 @@ import pytest
 from payments.gateways.base import GatewayError, PaymentGateway, PaymentRef, PaymentRequest
 from payments.gateways.stripe import StripeGateway
 from tests.fakes.stripe_fake import StripeFake
-from tests.payments.conftest import CONNECTED_ACCOUNT, STRIPE_PUBLISHABLE_KEY, make_stripe_gateway
+from tests.payments.conftest import (
+    CONNECTED_ACCOUNT,
+    STRIPE_PUBLISHABLE_KEY,
+    STRIPE_SECRET_KEY,
+    make_stripe_gateway,
+)
 from tests.payments.helpers import STRIPE_TEST_CARD_DECLINES
 
 MakeRequest = Callable[..., PaymentRequest]
@@ -114,6 +119,14 @@ def test_a_mastercard_payment_succeeds(stripe_gateway: StripeGateway, payment_re
 
 
 DECLINES = STRIPE_TEST_CARD_DECLINES
+# Stripe's own error code for each decline (what support staff see as the gateway code).
+STRIPE_ERROR_CODES = {
+    "generic_decline": "card_declined",
+    "expired_card": "expired_card",
+    "insufficient_funds": "card_declined",
+    "incorrect_cvc": "incorrect_cvc",
+    "processing_error": "processing_error",
+}
 
 
 @pytest.mark.parametrize(("payment_method", "decline_code", "message", "retryable"), DECLINES)
@@ -131,24 +144,8 @@ def test_a_declined_card_fails_with_a_helpful_message(
     assert payment.decline_code == decline_code
     assert payment.decline_message == message
     assert payment.failure_retryable is retryable
+    assert payment.gateway_code == STRIPE_ERROR_CODES[decline_code]
     assert payment.fraud is not None and payment.fraud.type == "issuer_declined"
-
-
-def test_expired_card_is_declined_with_a_helpful_message(
-    stripe_gateway: StripeGateway, payment_request: MakeRequest
-) -> None:
-    payment = _pay(stripe_gateway, payment_request(), "pm_card_chargeDeclinedExpiredCard")
-    assert (payment.status, payment.decline_code) == ("failed", "expired_card")
-    assert payment.decline_message == "Your card has expired."
-    assert payment.gateway_code == "expired_card"
-
-
-def test_insufficient_funds_is_declined_with_a_helpful_message(
-    stripe_gateway: StripeGateway, payment_request: MakeRequest
-) -> None:
-    payment = _pay(stripe_gateway, payment_request(), "pm_card_chargeDeclinedInsufficientFunds")
-    assert payment.decline_message == "Your card has insufficient funds."
-    assert payment.gateway_code == "card_declined"
 
 
 def test_a_declined_customer_can_retry_with_another_card_on_the_next_attempt(
@@ -326,6 +323,8 @@ def test_a_full_refund_then_another_is_refused_as_already_refunded(
     with pytest.raises(GatewayError) as info:
         stripe_gateway.refund_payment(ref, refund_id="re_again")
     assert info.value.code == "already_refunded"
+    assert info.value.message == "This payment has already been fully refunded."
+    assert info.value.status_code == 409
 
 
 def test_retrying_a_refund_with_the_same_refund_id_does_not_refund_twice(
@@ -352,6 +351,7 @@ def test_a_connected_accounts_payment_is_not_visible_without_its_account(
         stripe_gateway.fetch_payment(ref)
     assert info.value.code == "not_found"
     assert info.value.status_code == 404
+    assert info.value.message == "The payment provider has no record of this payment."
 
 
 def test_an_unknown_payment_method_is_a_clear_non_retryable_error(
@@ -372,7 +372,7 @@ def test_a_wrong_api_key_is_reported_without_leaking_details(
         gateway.create_payment(payment_request())
     assert info.value.code == "gateway_configuration"
     assert not info.value.retryable
-    assert "API Key" not in info.value.message
+    assert info.value.message == "Payments are unavailable right now. Try again in a few minutes."
 
 
 def test_a_stripe_outage_is_a_retryable_error(
@@ -383,6 +383,57 @@ def test_a_stripe_outage_is_a_retryable_error(
         stripe_gateway.create_payment(payment_request())
     assert info.value.retryable
     assert info.value.status_code == 503
+    assert info.value.message == "Payments are unavailable right now. Try again in a few minutes."
+
+
+def test_a_rate_limited_refund_says_the_provider_is_busy(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, payment_request: MakeRequest
+) -> None:
+    request = payment_request()
+    paid = _pay(stripe_gateway, request, "pm_card_visa")
+    stripe_fake.fail_next(429)
+    with pytest.raises(GatewayError) as info:
+        stripe_gateway.refund_payment(_ref(request, paid.gateway_payment_id), refund_id="re_busy")
+    assert info.value.message == "The payment provider is busy. Try again in a moment."
+    assert (info.value.code, info.value.retryable, info.value.status_code) == ("rate_limited", True, 503)
+    assert stripe_fake.account().refunds == {}
+
+
+def test_an_unreachable_stripe_says_it_could_not_be_reached(
+    stripe_fake: StripeFake, payment_request: MakeRequest
+) -> None:
+    closed = StripeFake(api_keys=[STRIPE_SECRET_KEY]).start()
+    url = closed.url
+    closed.stop()  # nothing listens there any more
+    gateway = make_stripe_gateway(stripe_fake, api_base=url)
+    with pytest.raises(GatewayError) as info:
+        gateway.create_payment(payment_request())
+    assert info.value.message == "We could not reach the payment provider. Try again in a moment."
+    assert (info.value.code, info.value.retryable) == ("gateway_unreachable", True)
+
+
+def test_reusing_a_payment_id_for_a_different_amount_is_a_conflict(
+    stripe_gateway: StripeGateway, payment_request: MakeRequest
+) -> None:
+    request = payment_request()
+    stripe_gateway.create_payment(request)
+    with pytest.raises(GatewayError) as info:
+        stripe_gateway.create_payment(payment_request(payment_id=request.payment_id, amount=999))
+    assert info.value.message == "This request conflicts with an earlier one for the same payment."
+    assert (info.value.code, info.value.status_code) == ("idempotency_conflict", 409)
+
+
+@pytest.mark.parametrize("amount", [0, -100])
+def test_a_refund_of_nothing_is_refused_before_stripe_is_asked(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, payment_request: MakeRequest, amount: int
+) -> None:
+    request = payment_request()
+    paid = _pay(stripe_gateway, request, "pm_card_visa")
+    calls = len(stripe_fake.requests)
+    with pytest.raises(GatewayError) as info:
+        stripe_gateway.refund_payment(_ref(request, paid.gateway_payment_id), refund_id="re_0", amount=amount)
+    assert info.value.message == "The refund amount must be a positive amount."
+    assert len(stripe_fake.requests) == calls
 
 
 def test_the_sdk_retries_a_transient_failure_with_the_same_idempotency_key(
