@@ -54,7 +54,7 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import Merchant, User
-from payments import countries, money
+from payments import batch_memo, countries, money
 from payments.fraud import ALLOW, Decision
 from payments.models import FraudRule, Payment, PaymentEvent
 from security import audit
@@ -591,8 +591,11 @@ def _outcome(actions: Iterable[str], start: str = "allow") -> str:
 
 
 def _enabled_rules(merchant_id: int, kinds: frozenset[str]) -> list[FraudRule]:
-    return list(
-        FraudRule.objects.filter(merchant_id=merchant_id, enabled=True, kind__in=kinds).order_by("id")
+    return batch_memo.remember(
+        ("fraud_rules_enabled", merchant_id, kinds),
+        lambda: list(
+            FraudRule.objects.filter(merchant_id=merchant_id, enabled=True, kind__in=kinds).order_by("id")
+        ),
     )
 
 

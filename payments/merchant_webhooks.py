@@ -46,6 +46,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Membership, Merchant, Role, User
+from payments import batch_memo
 from payments.models import Payment, Refund, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from payments.models.endpoints import EVENT_TYPES
 from security import audit, outbound
@@ -368,8 +369,11 @@ def _emit_safely(
 
     ``livemode`` is asked only when the merchant has an endpoint (it may need a query).
     """
-    if not WebhookEndpoint.objects.filter(merchant_id=merchant_id, enabled=True).exists():
-        return  # most merchants have no endpoint: one read, no savepoint
+    if not batch_memo.remember(
+        ("webhook_endpoint_enabled", merchant_id),
+        lambda: WebhookEndpoint.objects.filter(merchant_id=merchant_id, enabled=True).exists(),
+    ):
+        return  # most merchants have no endpoint: one read (per webhook batch), no savepoint
     try:
         with transaction.atomic():
             event_emit(

@@ -49,9 +49,11 @@ def apply_webhook_event(self, webhook_pk: int) -> str:  # noqa: ANN001
 # Ingestion stores an event and calls ``schedule_webhook_drain``: one cache ``add`` (SET NX in
 # Redis). The first event of a burst wins it and enqueues ``drain_webhook_events``; later events
 # find the flag taken and cost nothing more, because the running drain picks them up. A drain
-# applies waiting events in batches, each in its own transaction holding that event's row lock
-# (``skip_locked``: two drains never wait on each other), and asks for a second drain slot when
-# a full batch shows a backlog, up to ``WEBHOOK_DRAIN_PARALLELISM``. It stops when nothing is
+# applies waiting events in batches: the common case (a payment event that carries the state)
+# in one transaction per batch (``services.webhook_apply_batch``), anything else one event per
+# transaction; both hold the events' row locks (``skip_locked``: two drains never take the same
+# event). It asks for a second drain slot when a full batch shows a backlog, up to
+# ``WEBHOOK_DRAIN_PARALLELISM``. It stops when nothing is
 # waiting, releasing its flag *before* a last look, so an event stored meanwhile is either seen
 # by that look or finds the flag free and schedules a new drain. A flag left by a worker that
 # died expires after ``WEBHOOK_DRAIN_FLAG_SECONDS``, and the beat sweep schedules a drain every
@@ -85,7 +87,7 @@ def drain_webhook_events(slot: int = 0) -> int:
     from django.core.cache import cache
 
     from payments import selectors
-    from payments.services import webhook_apply
+    from payments.services import BatchApplied, webhook_apply, webhook_apply_batch
 
     flag, handled, tried = _drain_flag(slot), 0, set()
     try:
@@ -105,8 +107,14 @@ def drain_webhook_events(slot: int = 0) -> int:
             if len(waiting) == DRAIN_BATCH and slot + 1 < settings.WEBHOOK_DRAIN_PARALLELISM:
                 schedule_webhook_drain(slot + 1)
             cache.touch(flag, settings.WEBHOOK_DRAIN_FLAG_SECONDS)
-            for pk in waiting:
-                tried.add(pk)
+            tried.update(waiting)
+            try:
+                batch = webhook_apply_batch(webhook_pks=waiting)
+            except Exception:  # noqa: BLE001 - rolled back whole (a deadlock, say): one at a time instead
+                log.warning("webhook batch failed; applying its events one at a time", exc_info=True)
+                batch = BatchApplied(done=[], leftover=waiting)
+            handled += len(batch.done)
+            for pk in batch.leftover:
                 try:
                     if webhook_apply(webhook_pk=pk, skip_locked=True) == "busy":
                         continue  # another drain holds it and counts it

@@ -102,7 +102,7 @@ def test_out_of_order_events_leave_the_newest_state(client, tenant, django_captu
     payment = started_payment(client, tenant)
     intent = intent_dict(payment)
     now = int(time.time())
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True):  # applied before the next arrives
         post_stripe_event(
             client,
             "payment_intent.succeeded",
@@ -110,6 +110,7 @@ def test_out_of_order_events_leave_the_newest_state(client, tenant, django_captu
             event_id="evt_sim_new",
             created=now,
         )
+    with django_capture_on_commit_callbacks(execute=True):
         post_stripe_event(
             client,
             "payment_intent.processing",
@@ -122,6 +123,38 @@ def test_out_of_order_events_leave_the_newest_state(client, tenant, django_captu
     ignored = PaymentEvent.objects.get(payment=payment, kind="ignored")
     assert ignored.gateway_event_id == "evt_sim_old"
     assert WebhookEvent.objects.get(event_id="evt_sim_old").status == WebhookEvent.Status.IGNORED
+
+
+def test_events_waiting_together_are_applied_in_the_gateways_order(
+    client, tenant, django_capture_on_commit_callbacks
+):
+    payment = started_payment(client, tenant)
+    intent = intent_dict(payment)
+    now = int(time.time())
+    with django_capture_on_commit_callbacks(execute=True):  # both stored before the drain runs
+        post_stripe_event(
+            client,
+            "payment_intent.succeeded",
+            intent | {"status": "succeeded", "amount_received": payment.amount},
+            event_id="evt_sim_second",
+            created=now,
+        )
+        post_stripe_event(
+            client,
+            "payment_intent.processing",
+            intent | {"status": "processing"},
+            event_id="evt_sim_first",
+            created=now - 30,
+        )
+
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.SUCCEEDED
+    timeline = PaymentEvent.objects.filter(payment=payment, kind="status").order_by("pk")
+    assert [(e.gateway_event_id, e.to_status) for e in timeline] == [
+        ("evt_sim_first", "processing"),
+        ("evt_sim_second", "succeeded"),
+    ]
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {WebhookEvent.Status.APPLIED}
 
 
 def test_unknown_event_types_are_stored_and_ignored(client, tenant, django_capture_on_commit_callbacks):
