@@ -442,6 +442,9 @@ PARTIAL_AUTH_URL_NAMES: frozenset[str] = frozenset(
 # Drains run in parallel only under a backlog; match it to the Celery worker concurrency.
 WEBHOOK_DRAIN_PARALLELISM: int = env.int("WEBHOOK_DRAIN_PARALLELISM", default=2)
 WEBHOOK_DRAIN_FLAG_SECONDS: int = env.int("WEBHOOK_DRAIN_FLAG_SECONDS", default=30)
+# For this long after a process saw a drain running it stores webhooks without asking Redis
+# again (one round trip per window, not per event); a drain waits as long before its last look.
+WEBHOOK_DRAIN_TRUST_MS: int = env.int("WEBHOOK_DRAIN_TRUST_MS", default=200)
 
 # --- Payment gateways (payments.gateways) ----------------------------------------------------------
 # The platform's gateway credentials come from the environment or <NAME>_FILE secret

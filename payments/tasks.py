@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import urllib.request
 
 from celery import shared_task
@@ -47,18 +48,19 @@ def apply_webhook_event(self, webhook_pk: int) -> str:  # noqa: ANN001
 # --- Draining stored gateway webhooks ---------------------------------------------------------------
 #
 # Ingestion stores an event and calls ``schedule_webhook_drain``: one cache ``add`` (SET NX in
-# Redis). The first event of a burst wins it and enqueues ``drain_webhook_events``; later events
-# find the flag taken and cost nothing more, because the running drain picks them up. A drain
-# applies waiting events in batches: the common case (a payment event that carries the state)
-# in one transaction per batch (``services.webhook_apply_batch``), anything else one event per
-# transaction; both hold the events' row locks (``skip_locked``: two drains never take the same
-# event). It asks for a second drain slot when a full batch shows a backlog, up to
-# ``WEBHOOK_DRAIN_PARALLELISM``. It stops when nothing is
-# waiting, releasing its flag *before* a last look, so an event stored meanwhile is either seen
-# by that look or finds the flag free and schedules a new drain. A flag left by a worker that
-# died expires after ``WEBHOOK_DRAIN_FLAG_SECONDS``, and the beat sweep schedules a drain every
-# minute anyway. An event that fails (payment not known yet, gateway down for a re-fetch) leaves
-# the drain and retries with backoff in ``apply_webhook_event``.
+# Redis), and none at all for ``WEBHOOK_DRAIN_TRUST_MS`` after it found the flag taken. The first
+# event of a burst wins it and enqueues ``drain_webhook_events``; later events find the flag taken
+# (or trust that they would) and cost nothing more, because the running drain picks them up. A
+# drain applies waiting events in batches: the common case (a payment event that carries the
+# state) in one transaction per batch (``services.webhook_apply_batch``), anything else one event
+# per transaction; both hold the events' row locks (``skip_locked``: two drains never take the
+# same event). It asks for a second drain slot when a full batch shows a backlog, up to
+# ``WEBHOOK_DRAIN_PARALLELISM``. It stops when nothing is waiting, releasing its flag and waiting
+# out the trust window *before* a last look, so an event stored meanwhile is either seen by that
+# look or finds the flag free and schedules a new drain. A flag left by a worker that died expires
+# after ``WEBHOOK_DRAIN_FLAG_SECONDS``, and the beat sweep schedules a drain every minute anyway.
+# An event that fails (payment not known yet, gateway down for a re-fetch) leaves the drain and
+# retries with backoff in ``apply_webhook_event``.
 
 DRAIN_BATCH = 50
 
@@ -67,11 +69,24 @@ def _drain_flag(slot: int) -> str:
     return f"payments:webhook-drain:{slot}"
 
 
+# When this process last saw slot 0's drain running: the time just *before* it asked Redis.
+# For WEBHOOK_DRAIN_TRUST_MS after that it does not ask again. Safe because a drain, having
+# released its flag, waits as long before its last look: an event stored on that trust was
+# committed before ask + trust <= release + trust <= the last look, so the look sees it.
+_drain_seen_running_at = [float("-inf")]
+
+
 def schedule_webhook_drain(slot: int = 0) -> bool:
     """Make sure a drain runs for ``slot``; True when this call enqueued it."""
     from django.core.cache import cache
 
+    trust = settings.WEBHOOK_DRAIN_TRUST_MS / 1000
+    asked = time.monotonic()
+    if slot == 0 and asked - _drain_seen_running_at[0] < trust:
+        return False  # a drain was running a moment ago; it will see this event
     if not cache.add(_drain_flag(slot), 1, timeout=settings.WEBHOOK_DRAIN_FLAG_SECONDS):
+        if slot == 0:
+            _drain_seen_running_at[0] = asked
         return False
     try:
         drain_webhook_events.delay(slot)
@@ -99,6 +114,9 @@ def drain_webhook_events(slot: int = 0) -> int:
             ]
             if not waiting:
                 cache.delete(flag)
+                if slot == 0 and settings.WEBHOOK_DRAIN_TRUST_MS:
+                    # Ingestion trusts a drain it saw running a moment ago (schedule_webhook_drain).
+                    time.sleep(settings.WEBHOOK_DRAIN_TRUST_MS / 1000)
                 if not selectors.webhook_events_waiting(limit=1):
                     return handled
                 if not cache.add(flag, 1, timeout=settings.WEBHOOK_DRAIN_FLAG_SECONDS):

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _clean_flags():
     cache.delete_many([tasks._drain_flag(slot) for slot in range(4)])
+    tasks._drain_seen_running_at[0] = float("-inf")
     yield
     cache.delete_many([tasks._drain_flag(slot) for slot in range(4)])
+    tasks._drain_seen_running_at[0] = float("-inf")
 
 
 def _processing_event(payment: Payment, event_id: str, **changes: object) -> tuple[bytes, str]:
@@ -155,3 +157,45 @@ def test_a_webhook_is_stored_and_acknowledged_even_when_the_broker_is_down(clien
     # The flag was released, so the sweep (or the next event) schedules the drain.
     monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: None)
     assert tasks.sweep_webhook_events() is True
+
+
+def test_after_seeing_a_drain_run_ingestion_trusts_it_for_a_moment(monkeypatch, settings):
+    settings.WEBHOOK_DRAIN_TRUST_MS = 200
+    enqueued = []
+    monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: enqueued.append(slot))
+    flag = tasks._drain_flag(0)
+    cache.set(flag, 1)  # a drain is running
+
+    assert tasks.schedule_webhook_drain() is False  # asked Redis: taken
+    cache.delete(flag)  # that drain lets go
+    assert tasks.schedule_webhook_drain() is False  # trusted, without asking again
+    assert cache.get(flag) is None and enqueued == []
+    time.sleep(0.25)
+    assert tasks.schedule_webhook_drain() is True  # the moment passed: asked, and took the flag
+    assert enqueued == [0] and cache.get(flag) == 1
+
+
+def test_a_drain_waits_out_that_moment_before_its_last_look(client, tenant, monkeypatch, settings):
+    settings.WEBHOOK_DRAIN_TRUST_MS = 200
+    first, second = _started_payments(client, tenant, 2)
+    monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: None)
+    _post(*_processing_event(first, "evt_before"))  # takes the flag: "a drain is coming"
+    _post(*_processing_event(first, "evt_seen"))  # finds it taken: trusts the drain from now on
+    flag = tasks._drain_flag(0)
+    stored_in_the_wait = []
+
+    def meanwhile(seconds: float) -> None:
+        # While the drain waits after letting go, a trusting process stores one more event.
+        assert seconds == 0.2 and cache.get(flag) is None
+        if not stored_in_the_wait:
+            _post(*_processing_event(second, "evt_in_the_wait"))
+            stored_in_the_wait.append(cache.get(flag))
+
+    monkeypatch.setattr(tasks.time, "sleep", meanwhile)
+
+    assert tasks.drain_webhook_events(0) == 3
+
+    assert stored_in_the_wait == [None]  # it trusted the drain: no flag taken, no drain enqueued
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"applied"}
+    second.refresh_from_db()
+    assert second.status == Payment.Status.PROCESSING
