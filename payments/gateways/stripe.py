@@ -128,6 +128,23 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def _amount(obj: Mapping[str, Any], *, what: str, gateway: str) -> int:
+    """A PaymentIntent's or Refund's ``amount`` in minor units; never a made-up zero.
+
+    Stripe always sends it, as a non-negative JSON integer. Missing, null, a string, a
+    float, a boolean or a negative number raises the malformed-response GatewayError:
+    recording 0 instead would be wrong money.
+    """
+    value = obj.get("amount")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise known_error(
+            "malformed_response",
+            gateway=gateway,
+            detail=f"{what} {obj.get('id')!r} has no readable amount: {repr(value)[:40]}",
+        )
+    return value
+
+
 def _provider(gateway: str) -> str:
     """Radar's outcome, or the simulated gateway's imitation of it."""
     return RADAR if gateway == NAME else f"{gateway}_radar"
@@ -212,7 +229,13 @@ def decline_from_error(error: Mapping[str, Any]) -> str:
 def payment_from_intent(
     intent: Mapping[str, Any], *, gateway: str = NAME, merchant_account: str | None = None
 ) -> GatewayPayment:
-    """Normalise a Stripe-shaped PaymentIntent dict (``latest_charge`` expanded or not)."""
+    """Normalise a Stripe-shaped PaymentIntent dict (``latest_charge`` expanded or not).
+
+    ``amount`` is required: one that is missing or not an integer raises the
+    malformed-response GatewayError (see :func:`_amount`). ``amount_received``,
+    ``amount_capturable`` and the charge's ``amount_refunded`` (only there when
+    ``latest_charge`` is expanded) count as 0 when absent, as before.
+    """
     raw_status = str(intent.get("status") or "")
     error = _dict(intent.get("last_payment_error"))
     status = _INTENT_STATUS.get(raw_status, "processing")
@@ -247,12 +270,13 @@ def payment_from_intent(
     card, three_d_secure = _card_from_charge(charge) if charge else (None, None)
     metadata = _dict(intent.get("metadata"))
     currency = _currency(intent.get("currency")) or ""
+    amount = _amount(intent, what="PaymentIntent", gateway=gateway)
     return GatewayPayment(
         gateway=gateway,
         gateway_payment_id=intent.get("id"),
         status=status,  # type: ignore[arg-type]
         gateway_status=raw_status,
-        amount=_int(intent.get("amount")) or 0,
+        amount=amount,
         currency=currency,
         payment_id=metadata.get("payment_id"),
         merchant_account=merchant_account,
@@ -278,6 +302,7 @@ def payment_from_intent(
 
 
 def refund_from_stripe(refund: Mapping[str, Any], *, gateway: str = NAME) -> GatewayRefund:
+    """Normalise a Stripe-shaped Refund dict; an unreadable ``amount`` raises (see :func:`_amount`)."""
     raw_status = str(refund.get("status") or "pending")
     metadata = _dict(refund.get("metadata"))
     return GatewayRefund(
@@ -285,7 +310,7 @@ def refund_from_stripe(refund: Mapping[str, Any], *, gateway: str = NAME) -> Gat
         gateway_refund_id=str(refund.get("id") or ""),
         gateway_payment_id=str(refund.get("payment_intent") or refund.get("charge") or ""),
         status=_REFUND_STATUS.get(raw_status, "pending"),  # type: ignore[arg-type]
-        amount=_int(refund.get("amount")) or 0,
+        amount=_amount(refund, what="Refund", gateway=gateway),
         currency=_currency(refund.get("currency")) or "",
         refund_id=metadata.get("refund_id"),
         gateway_status=raw_status,
@@ -323,7 +348,11 @@ def fraud_warning_from_stripe(warning: Mapping[str, Any]) -> GatewayFraudWarning
 
 
 def event_from_stripe(event: Mapping[str, Any], *, gateway: str = NAME) -> GatewayEvent:
-    """Normalise a verified Stripe-shaped event dict. Raises InvalidWebhook if its shape is wrong."""
+    """Normalise a verified Stripe-shaped event dict. Raises InvalidWebhook if its shape is wrong.
+
+    A payment or refund event whose PaymentIntent or Refund has no readable ``amount`` is
+    malformed too: refused (400, nothing stored) rather than stored with a made-up amount.
+    """
     event_id = event.get("id")
     event_type = event.get("type")
     created = _dt(event.get("created"))
@@ -344,7 +373,10 @@ def event_from_stripe(event: Mapping[str, Any], *, gateway: str = NAME) -> Gatew
         "raw": _without_secrets(event),
     }
     if event_type in PAYMENT_EVENT_TYPES and obj.get("object") == "payment_intent":
-        payment = payment_from_intent(obj, gateway=gateway, merchant_account=common["account"])
+        try:
+            payment = payment_from_intent(obj, gateway=gateway, merchant_account=common["account"])
+        except GatewayError as exc:  # no readable amount
+            raise InvalidWebhook("malformed", exc.detail) from exc
         return GatewayEvent(
             kind="payment",
             status=payment.status,
@@ -370,7 +402,10 @@ def event_from_stripe(event: Mapping[str, Any], *, gateway: str = NAME) -> Gatew
             **common,
         )
     if event_type in REFUND_EVENT_TYPES and obj.get("object") == "refund":
-        refund = refund_from_stripe(obj, gateway=gateway)
+        try:
+            refund = refund_from_stripe(obj, gateway=gateway)
+        except GatewayError as exc:  # no readable amount
+            raise InvalidWebhook("malformed", exc.detail) from exc
         return GatewayEvent(
             kind="refund",
             status=refund.status,

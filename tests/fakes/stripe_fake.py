@@ -18,6 +18,7 @@ Test controls (what a customer or Stripe would do out of band):
 challenge), :meth:`StripeFake.hold_processing` (a delayed payment method),
 :meth:`StripeFake.finish_refund` (a pending refund settles or fails),
 :meth:`StripeFake.fail_next` (transient 500s),
+:meth:`StripeFake.alter_next_answer` (an answer off Stripe's documented shape),
 :meth:`StripeFake.build_event` / :meth:`StripeFake.signed_event` (webhooks
 shaped and signed like Stripe's).
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import copy
 import hashlib
 import hmac
 import json
@@ -34,6 +36,7 @@ import re
 import secrets
 import string
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -217,6 +220,7 @@ class StripeFake(FakeServer):
             self.accounts: dict[str, _Account] = {}
             self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
             self._failures: list[int] = []
+            self._alterations: list[Callable[[dict[str, Any]], None]] = []
             self.requests.clear()
 
     # --- test controls ---
@@ -225,6 +229,13 @@ class StripeFake(FakeServer):
         """Answer the next ``count`` API requests with ``status`` (a transient outage)."""
         with self.lock:
             self._failures.extend([status] * count)
+
+    def alter_next_answer(self, alter: Callable[[dict[str, Any]], None]) -> None:
+        """Pass a copy of the next successful API answer through ``alter`` before sending it
+        (a field missing, or of another type, than Stripe documents); what the fake keeps is
+        unchanged. An idempotent replay of that request repeats the altered answer."""
+        with self.lock:
+            self._alterations.append(alter)
 
     def account(self, account: str | None = None) -> _Account:
         with self.lock:
@@ -382,6 +393,9 @@ class StripeFake(FakeServer):
                     )
             try:
                 status, payload = self._route(request, self.account(account))
+                if self._alterations:
+                    payload = copy.deepcopy(payload)
+                    self._alterations.pop(0)(payload)
                 response = self._json(status, payload)
             except StripeError as exc:
                 response = self._error(exc)

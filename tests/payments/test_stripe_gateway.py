@@ -339,6 +339,131 @@ def test_retrying_a_refund_with_the_same_refund_id_does_not_refund_twice(
     assert len(stripe_fake.account().refunds) == 1
 
 
+UNREADABLE = (
+    "The payment provider's answer could not be read, so we could not confirm the outcome. "
+    "Check the payment again in a few minutes."
+)
+
+
+def _without(*fields: str) -> Callable[[dict], None]:
+    """For :meth:`StripeFake.alter_next_answer`: an answer that leaves ``fields`` out."""
+
+    def alter(obj: dict) -> None:
+        for name in fields:
+            del obj[name]
+
+    return alter
+
+
+def _with(**fields: object) -> Callable[[dict], None]:
+    return lambda obj: obj.update(fields)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        pytest.param(None, id="null"),
+        pytest.param("2500", id="a-string"),
+        pytest.param("abc", id="not-a-number"),
+        pytest.param(25.0, id="a-float"),
+        pytest.param(True, id="a-boolean"),
+        pytest.param(-2500, id="negative"),
+    ],
+)
+def test_a_payment_intent_with_an_unreadable_amount_is_an_error_not_zero(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, payment_request: MakeRequest, amount: object
+) -> None:
+    request = payment_request()
+    paid = _pay(stripe_gateway, request, "pm_card_visa")
+    stripe_fake.intent(paid.gateway_payment_id)["amount"] = amount
+
+    with pytest.raises(GatewayError) as info:
+        stripe_gateway.fetch_payment(_ref(request, paid.gateway_payment_id))
+
+    assert info.value.message == UNREADABLE
+    assert (info.value.code, info.value.status_code, info.value.retryable) == (
+        "gateway_malformed_response",
+        502,
+        False,
+    )
+
+
+def test_a_payment_intent_without_an_amount_is_an_error_not_zero(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, payment_request: MakeRequest
+) -> None:
+    request = payment_request()
+    paid = _pay(stripe_gateway, request, "pm_card_visa")
+    del stripe_fake.intent(paid.gateway_payment_id)["amount"]
+
+    with pytest.raises(GatewayError) as info:
+        stripe_gateway.fetch_payment(_ref(request, paid.gateway_payment_id))
+
+    assert info.value.message == UNREADABLE
+    assert info.value.code == "gateway_malformed_response"
+
+
+def test_a_confirmation_answered_without_an_amount_is_an_error_and_the_payment_can_be_checked_again(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, payment_request: MakeRequest
+) -> None:
+    request = payment_request()
+    created = stripe_gateway.create_payment(request)
+    stripe_fake.alter_next_answer(_without("amount"))
+
+    with pytest.raises(GatewayError) as info:
+        stripe_gateway.confirm_payment(
+            request, payment_method="pm_card_visa", gateway_payment_id=created.gateway_payment_id
+        )
+
+    assert info.value.message == UNREADABLE
+    # The charge did go through: checking again, as the message advises, reads it in full.
+    checked = stripe_gateway.fetch_payment(_ref(request, created.gateway_payment_id))
+    assert (checked.status, checked.amount, checked.amount_received) == ("succeeded", 2500, 2500)
+
+
+def test_an_intent_without_the_optional_amounts_reads_them_as_nothing_yet(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, payment_request: MakeRequest
+) -> None:
+    # amount_received and amount_capturable may be left out, and amount_refunded is only there
+    # when the charge is expanded: none of them is required, unlike the amount itself.
+    request = payment_request()
+    stripe_fake.alter_next_answer(_without("amount_received", "amount_capturable"))
+
+    created = stripe_gateway.create_payment(request)
+
+    assert created.amount == 2500
+    assert (created.amount_received, created.amount_capturable, created.amount_refunded) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        pytest.param(_without("amount"), id="missing"),
+        pytest.param(_with(amount=None), id="null"),
+        pytest.param(_with(amount="10.00"), id="a-decimal-string"),
+    ],
+)
+def test_a_refund_answered_without_a_readable_amount_is_an_error_not_a_zero_refund(
+    stripe_gateway: StripeGateway,
+    stripe_fake: StripeFake,
+    payment_request: MakeRequest,
+    alter: Callable[[dict], None],
+) -> None:
+    request = payment_request()
+    paid = _pay(stripe_gateway, request, "pm_card_visa")
+    ref = _ref(request, paid.gateway_payment_id)
+    stripe_fake.alter_next_answer(alter)
+
+    with pytest.raises(GatewayError) as first:
+        stripe_gateway.refund_payment(ref, refund_id="re_1", amount=1000)
+    # Stripe replays the same answer for the same refund: still an error, never a refund of 0.
+    with pytest.raises(GatewayError) as retried:
+        stripe_gateway.refund_payment(ref, refund_id="re_1", amount=1000)
+
+    assert first.value.message == retried.value.message == UNREADABLE
+    assert stripe_fake.requests[-1].replayed
+    assert stripe_gateway.fetch_payment(ref).amount_refunded == 1000
+
+
 def test_a_connected_accounts_payment_is_not_visible_without_its_account(
     stripe_gateway: StripeGateway, payment_request: MakeRequest
 ) -> None:

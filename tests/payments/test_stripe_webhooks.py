@@ -11,8 +11,10 @@ import stripe
 
 from payments.gateways.base import InvalidWebhook
 from payments.gateways.stripe import StripeGateway
+from payments.models import Payment, PaymentEvent, SimulatedIntent, WebhookEvent
 from tests.fakes.stripe_fake import StripeFake
 from tests.payments.conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
+from tests.payments.helpers import latest_payment, new_session, post_stripe_event
 
 
 def _intent(status: str = "succeeded", **extra: object) -> dict:
@@ -391,3 +393,89 @@ def test_events_built_from_the_fakes_objects_parse_like_stripes(
     assert event.gateway_payment_id == created.gateway_payment_id
     assert event.payment_id == request.payment_id
     assert event.status == "succeeded"
+
+
+# --- Amounts: required on PaymentIntents and Refunds ------------------------------------------------
+
+
+def _refund(**extra: object) -> dict:
+    refund = {
+        "id": "re_1",
+        "object": "refund",
+        "amount": 700,
+        "currency": "eur",
+        "payment_intent": "pi_1",
+        "charge": "ch_1",
+        "status": "succeeded",
+        "metadata": {"refund_id": "re_ours", "payment_id": "pay_ours"},
+    }
+    refund.update(extra)
+    return refund
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"),
+    [
+        pytest.param("payment_intent.succeeded", _intent(amount=None), id="intent-null"),
+        pytest.param("payment_intent.succeeded", _intent(amount="2500"), id="intent-string"),
+        pytest.param("payment_intent.processing", _intent(amount=25.5), id="intent-float"),
+        pytest.param("refund.updated", _refund(amount=None), id="refund-null"),
+        pytest.param("refund.created", _refund(amount="7.00"), id="refund-string"),
+    ],
+)
+def test_a_signed_event_whose_amount_is_unreadable_is_malformed(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, event_type: str, obj: dict
+) -> None:
+    body, headers = stripe_fake.signed_event(event_type, obj, WEBHOOK_SECRET)
+
+    with pytest.raises(InvalidWebhook) as info:
+        stripe_gateway.parse_webhook(body, headers)
+
+    assert info.value.reason == "malformed"
+    assert info.value.message == "The webhook body could not be parsed."
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj"),
+    [
+        pytest.param("payment_intent.succeeded", _intent(), id="intent"),
+        pytest.param("refund.failed", _refund(status="failed"), id="refund"),
+    ],
+)
+def test_a_signed_event_without_an_amount_is_malformed(
+    stripe_gateway: StripeGateway, stripe_fake: StripeFake, event_type: str, obj: dict
+) -> None:
+    del obj["amount"]
+    body, headers = stripe_fake.signed_event(event_type, obj, WEBHOOK_SECRET)
+
+    with pytest.raises(InvalidWebhook) as info:
+        stripe_gateway.parse_webhook(body, headers)
+
+    assert info.value.reason == "malformed"
+
+
+@pytest.mark.django_db
+def test_a_posted_event_without_an_amount_is_refused_and_nothing_is_stored_or_applied(
+    client, tenant, django_capture_on_commit_callbacks
+) -> None:
+    session = new_session(tenant)
+    client.get(f"/pay/{session.public_id}/")
+    payment = latest_payment(session)
+    intent = dict(SimulatedIntent.objects.get(intent_id=payment.gateway_payment_id).data["intent"])
+    intent.update(status="succeeded", amount_received=intent["amount"])
+    del intent["amount"]
+    events_before = PaymentEvent.objects.filter(payment=payment).count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_stripe_event(
+            client, "payment_intent.succeeded", intent, event_id="evt_sim_noamount", created=int(time.time())
+        )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {"code": "malformed", "message": "The webhook body could not be parsed."}
+    }
+    assert not WebhookEvent.objects.exists()
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.REQUIRES_PAYMENT_METHOD
+    assert PaymentEvent.objects.filter(payment=payment).count() == events_before
