@@ -5,8 +5,9 @@ building a Django request, running the middleware chain and rendering a response
 costs about as much CPU as verifying and storing the event itself, so
 :func:`webhook_fast_path` wraps the Django WSGI application and answers the common
 case directly: a ``POST`` to exactly ``/webhooks/stripe/`` or ``/webhooks/braintree/``,
-no query string, a declared body of at most 1 MB, over HTTPS (or TLS redirects off),
-a JSON or form body in which not even a cheap check finds anything card-shaped.
+no query string, a declared length (not chunked) of at most 1 MB, over HTTPS (or TLS
+redirects off), a JSON or form body in which not even a cheap check finds anything
+card-shaped.
 
 Anything else is handed to Django unchanged (the body re-wrapped when it was read),
 which answers as it always does: the TLS redirect, the 405, the card-number guard's
@@ -132,6 +133,7 @@ def webhook_fast_path(django_app: WSGIApp) -> WSGIApp:
             gateway is None
             or environ.get("REQUEST_METHOD") != "POST"
             or environ.get("QUERY_STRING")
+            or not environ.get("CONTENT_LENGTH")  # a chunked body: Django reads it
             or str(environ.get("CONTENT_TYPE", "")).split(";", 1)[0].strip().lower() not in CONTENT_TYPES
         ):
             return django_app(environ, start_response)
@@ -140,7 +142,7 @@ def webhook_fast_path(django_app: WSGIApp) -> WSGIApp:
             return django_app(environ, start_response)  # Django redirects to https
         if not webhooks.declared_length_ok(environ.get("CONTENT_LENGTH")):
             return _answer(start_response, *webhooks.receive(gateway=gateway, body=None, headers={}), secure)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = int(environ["CONTENT_LENGTH"])
         body = environ["wsgi.input"].read(length) if length else b""
         if may_carry_card_number(body, environ.get("CONTENT_TYPE", "")):
             environ["wsgi.input"] = io.BytesIO(body)  # the card-number guard reads it again

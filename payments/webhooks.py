@@ -32,7 +32,7 @@ TOO_LARGE: dict[str, Any] = {"error": {"code": "too_large", "message": "Webhook 
 def declared_length_ok(content_length: str | None) -> bool:
     """Whether a ``Content-Length`` header allows reading the body (absent counts as empty)."""
     try:
-        return int(content_length or 0) <= MAX_BODY_BYTES
+        return 0 <= int(content_length or 0) <= MAX_BODY_BYTES
     except ValueError:
         return False
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import connections
 from django.test import Client
 
 from payments import services
 from payments.gateways import registry
 from payments.gateways.simulated import build_signed_event
 from payments.models import CheckoutSession, Payment
+
+T = TypeVar("T")
 
 # Stripe's decline test PaymentMethods and what Stripe answers for each (the simulated gateway mirrors
 # them): payment method, decline code, customer message, whether trying again may succeed.
@@ -67,3 +74,38 @@ def post_stripe_event(
         content_type="application/json",
         HTTP_STRIPE_SIGNATURE=headers["Stripe-Signature"],
     )
+
+
+def started_payments(client: Client, tenant, n: int) -> list[Payment]:
+    """``n`` payments as a customer's visit to each checkout page leaves them."""
+    payments = []
+    for _ in range(n):
+        session = new_session(tenant)
+        client.get(f"/pay/{session.public_id}/")
+        payments.append(latest_payment(session))
+    return payments
+
+
+def all_at_once(work: Callable[[], T], workers: int) -> list[T]:
+    """Run ``work`` in ``workers`` threads released together; their results (raises what one raised)."""
+    barrier = threading.Barrier(workers)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(work())
+        except BaseException as exc:  # noqa: BLE001 - raised below, in the test's thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    if errors:
+        raise errors[0]
+    return results

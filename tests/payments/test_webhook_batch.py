@@ -10,12 +10,11 @@ still honoured for every event of the batch.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 from django.core.cache import cache
-from django.db import connection, connections
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from payments import tasks
@@ -25,19 +24,10 @@ from payments.models import Payment, PaymentEvent, SimulatedIntent, WebhookDeliv
 from payments.services import webhook_apply, webhook_apply_batch, webhook_ingest
 from security.models import AuditEvent
 from tests.payments.fraud_helpers import add_rule
-from tests.payments.helpers import latest_payment, new_session
+from tests.payments.helpers import all_at_once, started_payments
 from tests.payments.webhook_helpers import dns, receiver, receiver_server, register  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.django_db
-
-
-def started(client, tenant, n: int) -> list[Payment]:
-    payments = []
-    for _ in range(n):
-        session = new_session(tenant)
-        client.get(f"/pay/{session.public_id}/")
-        payments.append(latest_payment(session))
-    return payments
 
 
 def intent_of(payment: Payment) -> dict:
@@ -65,7 +55,7 @@ def statements(queries, table: str, verb: str) -> int:
 
 
 def test_a_batch_applies_every_event_reading_the_events_and_the_payments_once(client, tenant):
-    payments = started(client, tenant, 6)
+    payments = started_payments(client, tenant, 6)
     now = int(time.time())
     pks = [store(p, f"evt_b{i}", "processing", created=now) for i, p in enumerate(payments)]
 
@@ -84,7 +74,7 @@ def test_a_batch_applies_every_event_reading_the_events_and_the_payments_once(cl
 
 
 def test_a_payments_events_in_one_batch_apply_in_the_gateways_order(client, tenant):
-    (payment,) = started(client, tenant, 1)
+    (payment,) = started_payments(client, tenant, 1)
     now = int(time.time())
     late = store(payment, "evt_late", "succeeded", created=now)
     early = store(payment, "evt_early", "processing", created=now - 5)
@@ -102,7 +92,7 @@ def test_a_payments_events_in_one_batch_apply_in_the_gateways_order(client, tena
 
 
 def test_refunds_and_unknown_payments_are_left_untouched_for_one_at_a_time(client, tenant):
-    (payment,) = started(client, tenant, 1)
+    (payment,) = started_payments(client, tenant, 1)
     now = int(time.time())
     known = store(payment, "evt_known", "processing", created=now)
     body, headers = build_signed_event(
@@ -133,7 +123,7 @@ def test_refunds_and_unknown_payments_are_left_untouched_for_one_at_a_time(clien
 
 
 def test_an_event_that_needs_the_gateway_is_left_with_its_payments_later_events(client, tenant):
-    first, second = started(client, tenant, 2)
+    first, second = started_payments(client, tenant, 2)
     now = int(time.time())
     webhook_apply(webhook_pk=store(first, "evt_p1", "processing", created=now - 10))
     backwards = store(first, "evt_back", "requires_action", created=now - 5)  # processing -> requires_action
@@ -159,7 +149,7 @@ def test_an_event_that_needs_the_gateway_is_left_with_its_payments_later_events(
 def test_every_event_of_a_batch_reaches_the_merchants_endpoint_and_fraud_rules(client, tenant, receiver):  # noqa: F811
     register(tenant, receiver)
     add_rule(tenant, "risk_level", "review", min_level="elevated")
-    payments = started(client, tenant, 3)
+    payments = started_payments(client, tenant, 3)
     Payment.objects.filter(pk__in=[p.pk for p in payments]).update(risk_level="elevated")
     now = int(time.time())
     pks = [store(p, f"evt_m{i}", "succeeded", created=now) for i, p in enumerate(payments)]
@@ -179,7 +169,7 @@ def test_every_event_of_a_batch_reaches_the_merchants_endpoint_and_fraud_rules(c
 def test_two_drains_batching_the_same_events_at_once_apply_each_once(client, tenant):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: SQLite has no row locks (SELECT ... FOR UPDATE) to race on")
-    payments = started(client, tenant, 8)
+    payments = started_payments(client, tenant, 8)
     now = int(time.time())
     cache.set(tasks._drain_flag(0), 1)  # a drain "runs": storing enqueues none (tasks are eager here)
     try:
@@ -187,26 +177,8 @@ def test_two_drains_batching_the_same_events_at_once_apply_each_once(client, ten
     finally:
         cache.delete(tasks._drain_flag(0))
     assert set(WebhookEvent.objects.filter(pk__in=pks).values_list("status", flat=True)) == {"received"}
-    barrier = threading.Barrier(2)
-    results: list = []
-    errors: list[BaseException] = []
+    results = all_at_once(lambda: webhook_apply_batch(webhook_pks=pks), 2)
 
-    def drain() -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(webhook_apply_batch(webhook_pks=pks))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=drain) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-
-    assert not errors
     done = [pk for result in results for pk in result.done]
     assert sorted(done) == sorted(pks)  # each event done by exactly one of them
     assert all(result.leftover == [] for result in results)

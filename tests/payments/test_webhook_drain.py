@@ -17,7 +17,7 @@ from payments import tasks
 from payments.gateways import registry
 from payments.gateways.simulated import build_signed_event
 from payments.models import Payment, WebhookEvent
-from tests.payments.helpers import latest_payment, new_session
+from tests.payments.helpers import started_payments
 
 pytestmark = pytest.mark.django_db
 
@@ -45,15 +45,6 @@ def _processing_event(payment: Payment, event_id: str, **changes: object) -> tup
     return body, headers["Stripe-Signature"]
 
 
-def _started_payments(client, tenant, n: int) -> list[Payment]:
-    payments = []
-    for _ in range(n):
-        session = new_session(tenant)
-        client.get(f"/pay/{session.public_id}/")
-        payments.append(latest_payment(session))
-    return payments
-
-
 def _post(body: bytes, signature: str) -> None:
     """A gateway's delivery; its request commits, so what it left for on-commit runs."""
     from django.test import TestCase
@@ -66,7 +57,7 @@ def _post(body: bytes, signature: str) -> None:
 
 
 def test_a_burst_of_webhooks_enqueues_one_drain_that_applies_them_all(client, tenant, monkeypatch):
-    payments = _started_payments(client, tenant, 3)
+    payments = started_payments(client, tenant, 3)
     enqueued = []
     monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: enqueued.append(slot))
 
@@ -85,7 +76,7 @@ def test_a_burst_of_webhooks_enqueues_one_drain_that_applies_them_all(client, te
 
 
 def test_an_event_for_an_unknown_payment_leaves_the_drain_and_retries_on_its_own(client, tenant, monkeypatch):
-    [payment] = _started_payments(client, tenant, 1)
+    [payment] = started_payments(client, tenant, 1)
     monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: None)
     _post(*_processing_event(payment, "evt_known"))
     _post(*_processing_event(payment, "evt_orphan", id="pi_sim_nobodyknowsthis0000", metadata={}))
@@ -119,7 +110,7 @@ def test_a_held_flag_means_no_second_drain_until_it_is_released(monkeypatch):
 def test_a_backlog_asks_for_a_second_drain_slot(client, tenant, monkeypatch, settings):
     settings.WEBHOOK_DRAIN_PARALLELISM = 2
     monkeypatch.setattr(tasks, "DRAIN_BATCH", 2)
-    payments = _started_payments(client, tenant, 3)
+    payments = started_payments(client, tenant, 3)
     enqueued = []
     monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: enqueued.append(slot))
     for n, payment in enumerate(payments):
@@ -135,7 +126,7 @@ def test_the_sweep_schedules_a_drain_only_when_something_waits(client, tenant, m
     monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: enqueued.append(slot))
     assert tasks.sweep_webhook_events() is False
 
-    [payment] = _started_payments(client, tenant, 1)
+    [payment] = started_payments(client, tenant, 1)
     _post(*_processing_event(payment, "evt_swept"))
     cache.delete(tasks._drain_flag(0))  # as if the drain's worker died and the flag expired
 
@@ -144,7 +135,7 @@ def test_the_sweep_schedules_a_drain_only_when_something_waits(client, tenant, m
 
 
 def test_a_webhook_is_stored_and_acknowledged_even_when_the_broker_is_down(client, tenant, monkeypatch):
-    [payment] = _started_payments(client, tenant, 1)
+    [payment] = started_payments(client, tenant, 1)
 
     def broker_down(slot=0):
         raise ConnectionError("Redis is unreachable")
@@ -177,7 +168,7 @@ def test_after_seeing_a_drain_run_ingestion_trusts_it_for_a_moment(monkeypatch, 
 
 def test_a_drain_waits_out_that_moment_before_its_last_look(client, tenant, monkeypatch, settings):
     settings.WEBHOOK_DRAIN_TRUST_MS = 200
-    first, second = _started_payments(client, tenant, 2)
+    first, second = started_payments(client, tenant, 2)
     monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: None)
     _post(*_processing_event(first, "evt_before"))  # takes the flag: "a drain is coming"
     _post(*_processing_event(first, "evt_seen"))  # finds it taken: trusts the drain from now on

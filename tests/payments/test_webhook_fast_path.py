@@ -6,18 +6,17 @@ nothing, and "applied once" however many deliveries or workers see the same even
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from payments.gateways import registry
 from payments.gateways.simulated import build_signed_event
 from payments.models import Payment, PaymentEvent, WebhookEvent
 from payments.services import PaymentNotFoundYet, webhook_apply
-from tests.payments.helpers import latest_payment, new_session, post_stripe_event
+from tests.payments.helpers import all_at_once, latest_payment, new_session, post_stripe_event
 
 pytestmark = pytest.mark.django_db
 
@@ -230,26 +229,8 @@ def test_workers_applying_the_same_event_at_once_apply_it_once(client, tenant):
     )
     pk = WebhookEvent.objects.get(event_id="evt_race").pk
     workers = 4
-    barrier = threading.Barrier(workers)
-    results: list[str] = []
-    errors: list[BaseException] = []
+    results = all_at_once(lambda: webhook_apply(webhook_pk=pk), workers)
 
-    def apply() -> None:
-        try:
-            barrier.wait(timeout=10)
-            results.append(webhook_apply(webhook_pk=pk))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=apply) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-
-    assert not errors
     assert results == ["applied"] * workers
     payment.refresh_from_db()
     assert payment.status == Payment.Status.SUCCEEDED
