@@ -30,13 +30,21 @@ _CLASSES: dict[str, type] = {
 
 
 _PLAIN = (str, int, float, bool, type(None))
+# Keys that mark our own encodings. A gateway's dict that holds one (metadata can hold anything)
+# is wrapped as {"__map__": {...}}, so it comes back as the same dict, not a date or a class.
+_MARKERS = ("__dc__", "__dt__", "__map__")
+
+
+def _encode_dict(value: Mapping[Any, Any]) -> dict[str, Any]:
+    out = {str(k): _encode(v) for k, v in value.items()}
+    return {"__map__": out} if any(marker in out for marker in _MARKERS) else out
 
 
 def _encode(value: Any) -> Any:
     if type(value) in _PLAIN:  # most leaves: answered before the slower checks below
         return value
     if type(value) is dict:
-        return {str(k): _encode(v) for k, v in value.items()}
+        return _encode_dict(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {"__dc__": type(value).__name__}
         for f in dataclasses.fields(value):
@@ -47,7 +55,7 @@ def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return {"__dt__": value.isoformat()}
     if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
+        return _encode_dict(value)
     if isinstance(value, list | tuple):
         return [_encode(v) for v in value]
     return value
@@ -57,6 +65,8 @@ def _decode(value: Any) -> Any:
     if type(value) in _PLAIN:
         return value
     if isinstance(value, dict):
+        if "__map__" in value and len(value) == 1:
+            return {k: _decode(v) for k, v in value["__map__"].items()}
         if "__dt__" in value and len(value) == 1:
             return datetime.fromisoformat(value["__dt__"])
         if "__dc__" in value:
