@@ -1148,6 +1148,7 @@ def webhook_apply_batch(*, webhook_pks: list[int]) -> BatchApplied:
                 key = _payment_key(event)
                 payment = payments.get(key) if _batchable(event) else None
                 if payment is None or key in set_aside:
+                    set_aside.add(key)  # the payment's later events stay behind this one
                     leftover.append(row.pk)
                     continue
                 try:

@@ -122,6 +122,33 @@ def test_refunds_and_unknown_payments_are_left_untouched_for_one_at_a_time(clien
     assert set(waiting.values_list("status", "attempts")) == {("received", 0)}
 
 
+def test_a_payments_events_after_one_left_for_one_at_a_time_stay_behind_it(client, tenant):
+    (payment,) = started_payments(client, tenant, 1)
+    now = int(time.time())
+    body, headers = build_signed_event(
+        "charge.refunded",
+        {
+            "id": "ch_2",
+            "object": "charge",
+            "payment_intent": payment.gateway_payment_id,
+            "amount": 100,
+            "amount_refunded": 0,
+            "currency": "eur",
+            "status": "succeeded",
+        },
+        secret=registry.stripe_webhook_secrets()[0],
+        event_id="evt_charge_first",
+        created=now - 5,
+    )
+    charge = webhook_ingest(gateway="stripe", body=body, headers={k.lower(): v for k, v in headers.items()})
+    later = store(payment, "evt_after_charge", "processing", created=now)
+
+    batch = webhook_apply_batch(webhook_pks=[later, charge.webhook_pk])
+
+    assert batch.done == []
+    assert batch.leftover == [charge.webhook_pk, later]
+
+
 def test_an_event_that_needs_the_gateway_is_left_with_its_payments_later_events(client, tenant):
     first, second = started_payments(client, tenant, 2)
     now = int(time.time())
