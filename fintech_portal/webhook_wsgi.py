@@ -24,6 +24,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
@@ -53,7 +54,23 @@ def _is_secure(environ: dict[str, Any]) -> bool:
 
 
 def _security_headers(secure: bool) -> list[tuple[str, str]]:
-    """What SecurityMiddleware, XFrameOptionsMiddleware and the CSP middleware add to a response."""
+    """What SecurityMiddleware, XFrameOptionsMiddleware and the CSP middleware add to a response
+    (built once per combination of the settings they read)."""
+    return _headers_for(
+        secure,
+        settings.SECURE_HSTS_SECONDS,
+        settings.SECURE_HSTS_INCLUDE_SUBDOMAINS,
+        settings.SECURE_HSTS_PRELOAD,
+        settings.SECURE_CONTENT_TYPE_NOSNIFF,
+        str(settings.SECURE_REFERRER_POLICY),
+        settings.SECURE_CROSS_ORIGIN_OPENER_POLICY,
+        getattr(settings, "X_FRAME_OPTIONS", "DENY"),
+        id(getattr(settings, "CONTENT_SECURITY_POLICY", None)),
+    )
+
+
+@lru_cache(maxsize=16)
+def _headers_for(secure: bool, *setting_values: object) -> list[tuple[str, str]]:
     from csp.utils import build_policy
 
     headers: list[tuple[str, str]] = []
@@ -87,7 +104,7 @@ def _answer(
         [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
-            *_security_headers(secure),
+            *_security_headers(secure),  # a copy: the cached list stays as built
         ],
     )
     return [body]
