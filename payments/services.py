@@ -607,8 +607,10 @@ def payment_apply_gateway_state(
     ``already_locked``: the caller holds the payment's row lock in the current transaction
     and passes that fresh instance (the webhook path), so it is not read again.
     """
+    # Only a caller already inside a transaction can hold the lock (asked before opening ours).
+    caller_locked = already_locked and transaction.get_connection().in_atomic_block
     with transaction.atomic():
-        if already_locked and transaction.get_connection().in_atomic_block:
+        if caller_locked:
             locked = payment
         else:
             locked = (
@@ -1261,11 +1263,12 @@ def _apply_event(
 def _apply_refund_event(event: GatewayEvent, payment: Payment, *, already_locked: bool = False) -> str:
     """``already_locked``: the caller holds the payment's row lock in this transaction (as in
     ``payment_apply_gateway_state``), so the fresh instance it passes is not read again."""
+    caller_locked = already_locked and transaction.get_connection().in_atomic_block
     with transaction.atomic():
-        if already_locked and transaction.get_connection().in_atomic_block:
+        if caller_locked:
             locked = payment
         else:
-            locked = Payment.objects.select_for_update().get(pk=payment.pk)
+            locked = Payment.objects.select_for_update(of=("self",)).get(pk=payment.pk)
         if event.refund is None:
             # charge.refunded: the charge's running total; refunds made outside fintech_portal count too.
             if event.amount_refunded is not None and event.amount_refunded > locked.amount_refunded:

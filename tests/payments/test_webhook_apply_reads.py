@@ -131,3 +131,29 @@ def test_a_dispute_event_reads_the_payment_once_and_tracks_the_amount_at_risk(cl
     payment.refresh_from_db()
     assert payment.amount_disputed == 0  # won: nothing at risk any more
     assert payment.disputes.get().status == "won"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_outside_a_transaction_cannot_skip_the_payments_lock_and_fresh_read(client, tenant):
+    """``already_locked`` only counts inside the caller's transaction: outside one, the payment is
+    read again under its lock, so a stale copy cannot move a payment that has moved on."""
+    from payments.gateways.base import GatewayPayment
+    from payments.services import payment_apply_gateway_state
+
+    payment = started_payment(client, tenant)
+    stale = Payment.objects.get(pk=payment.pk)  # still requires_payment_method in memory
+    Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.SUCCEEDED)
+    processing = GatewayPayment(
+        gateway="simulated",
+        gateway_payment_id=payment.gateway_payment_id,
+        status=Payment.Status.PROCESSING,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
+
+    result = payment_apply_gateway_state(
+        payment=stale, result=processing, source="gateway", already_locked=True
+    )
+
+    assert (result.applied, result.ignored_reason) == (False, "illegal")
+    assert Payment.objects.get(pk=payment.pk).status == Payment.Status.SUCCEEDED
