@@ -1031,12 +1031,8 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_loc
                 return row.status
             event = events_codec.decode(row.event)
             outcome, note, merchant_id = _apply_event(event, row, give_up_on_missing=give_up_on_missing)
-            row.status = outcome
-            row.applied_at = timezone.now()
-            row.last_error = note[:300]
-            row.merchant_id = merchant_id
-            row.attempts += 1
-            row.save(update_fields=["status", "applied_at", "last_error", "merchant", "attempts"])
+            _webhook_event_settle(row, outcome, note=note, merchant_id=merchant_id)
+            row.save(update_fields=WEBHOOK_EVENT_SETTLED_FIELDS)
     except WebhookEvent.DoesNotExist:
         raise
     except Exception as exc:
@@ -1045,6 +1041,24 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_loc
         )
         raise
     return outcome
+
+
+def _webhook_event_settle(row: WebhookEvent, outcome: str, *, note: str, merchant_id: int | None) -> None:
+    """Move a locked stored event to ``applied`` or ``ignored`` along its table (one attempt more).
+
+    Not audited on its own: what the event changed wrote its audit events in this transaction.
+    The caller saves the row (``save`` for one, ``bulk_update`` for a batch).
+    """
+    if outcome not in WEBHOOK_EVENT_TRANSITIONS[row.status] or outcome == WEBHOOK_EVENT_FAILED:
+        raise IllegalTransition(f"A stored webhook cannot move from {row.status} to {outcome}.")
+    row.status = outcome
+    row.applied_at = timezone.now()
+    row.last_error = note[:300]
+    row.merchant_id = merchant_id
+    row.attempts += 1
+
+
+WEBHOOK_EVENT_SETTLED_FIELDS = ["status", "applied_at", "last_error", "merchant", "attempts"]
 
 
 def _apply_payment_state(
@@ -1163,13 +1177,12 @@ def webhook_apply_batch(*, webhook_pks: list[int]) -> BatchApplied:
                     set_aside.add(key)  # its in-memory payment may be ahead of the database now
                     leftover.append(row.pk)
                     continue
-                row.status = WebhookEvent.Status.APPLIED if result.applied else WebhookEvent.Status.IGNORED
-                row.applied_at = timezone.now()
-                row.last_error = result.ignored_reason[:300]
-                row.merchant_id = payment.merchant_id
-                row.attempts += 1
+                outcome = WebhookEvent.Status.APPLIED if result.applied else WebhookEvent.Status.IGNORED
+                _webhook_event_settle(
+                    row, outcome, note=result.ignored_reason, merchant_id=payment.merchant_id
+                )
                 done.append(row)
-        WebhookEvent.objects.bulk_update(done, ["status", "applied_at", "last_error", "merchant", "attempts"])
+        WebhookEvent.objects.bulk_update(done, WEBHOOK_EVENT_SETTLED_FIELDS)
     return BatchApplied([row.pk for row in done], leftover)
 
 
