@@ -987,11 +987,17 @@ class PaymentNotFoundYet(Exception):
     """The event names a payment we do not (yet) know; retried, then ignored."""
 
 
+def _gateway_group(gateway: str) -> tuple[str, ...]:
+    """The gateways whose payments an event may name: Stripe's webhook URL also carries the
+    simulated gateway's events (the same Stripe-shaped ids), so those two are looked up together."""
+    return ("stripe", "simulated") if gateway in ("stripe", "simulated") else (gateway,)
+
+
 def _find_payment(event: GatewayEvent, *, lock: bool = False) -> Payment | None:
     qs = Payment.objects.select_related("merchant")
     if lock:
         qs = qs.select_for_update(of=("self",))
-    gateway_names = ("stripe", "simulated") if event.gateway in ("stripe", "simulated") else (event.gateway,)
+    gateway_names = _gateway_group(event.gateway)
     if event.gateway_payment_id:
         # Unique per gateway: no ORDER BY, so the planner goes straight to the unique index.
         found = list(
@@ -1107,10 +1113,7 @@ def _lock_payments_for(events: list[GatewayEvent]) -> dict[tuple[str, str], Paym
     keyed like ``_find_payment`` looks them up; an id two payments share is left out."""
     wanted: dict[tuple[str, ...], set[str]] = {}
     for event in events:
-        names: tuple[str, ...] = (
-            ("stripe", "simulated") if event.gateway in ("stripe", "simulated") else (event.gateway,)
-        )
-        wanted.setdefault(names, set()).add(event.gateway_payment_id or "")
+        wanted.setdefault(_gateway_group(event.gateway), set()).add(event.gateway_payment_id or "")
     found: dict[tuple[str, str], Payment] = {}
     shared: set[tuple[str, str]] = set()
     for group, ids in wanted.items():
@@ -1129,10 +1132,7 @@ def _lock_payments_for(events: list[GatewayEvent]) -> dict[tuple[str, str], Paym
 
 
 def _payment_key(event: GatewayEvent) -> tuple[str, str]:
-    return (
-        "stripe" if event.gateway in ("stripe", "simulated") else event.gateway,
-        event.gateway_payment_id or "",
-    )
+    return _gateway_group(event.gateway)[0], event.gateway_payment_id or ""
 
 
 def webhook_apply_batch(*, webhook_pks: list[int]) -> BatchApplied:
