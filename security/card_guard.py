@@ -63,13 +63,11 @@ def find_card_in_request(request: HttpRequest) -> tuple[str, str] | None:
                 return "form", key[:100]
         return None
     body = request.body
-    if not body:
-        return None
-    text = body.decode("utf-8", "replace")
-    if "\\" not in text and not contains_card_number(text, strict=True):
+    if not body or not may_carry_card_number(body, content_type):
         # Without escapes every JSON key and string appears verbatim in the text, so a
         # number absent from the text is absent from every value: no need to parse.
         return None
+    text = body.decode("utf-8", "replace")
     if content_type == "application/json" or content_type.endswith("+json"):
         try:
             parsed = json.loads(text)
