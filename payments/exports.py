@@ -29,6 +29,7 @@ from django.utils import timezone
 from accounts.models import Merchant, Role, User
 from payments import money, selectors
 from payments.forms_dashboard import PaymentFilterForm, PaymentFilters
+from payments.keyset import Anchor, keyset_rows
 from payments.models import Payment, PaymentExport, PaymentExportPart
 from security import audit
 from security.crypto import is_erased, preload_keys
@@ -167,16 +168,12 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
                 setattr(export, name, value)
             export.save(update_fields=list(fields))
     done = size = 0
-    cursor: tuple[Any, int] | None = None
+    anchor: Anchor | None = None
     number = 0
-    while True:
-        batch_qs = qs
-        if cursor is not None:
-            at, pk = cursor
-            batch_qs = qs.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
-        batch = list(batch_qs[:batch_size])
-        if not batch and number > 0:
-            break
+    more = True
+    while more:
+        # The dashboard's keyset paginator: each batch costs the same however deep it is.
+        batch, more = keyset_rows(qs, anchor=anchor, before=False, limit=batch_size)
         preload_keys([p.customer for p in batch if p.customer is not None])
         rows = [_row(payment, full_emails=export.full_emails) for payment in batch]
         content = _csv_text([COLUMNS, *rows] if number == 0 else rows)
@@ -190,9 +187,8 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
                 rows_done=done, rows_total=max(total, done), size=size
             )
         number += 1
-        if len(batch) < batch_size:
-            break
-        cursor = (batch[-1].created_at, batch[-1].pk)
+        if batch:
+            anchor = (batch[-1].created_at, batch[-1].pk)
     with transaction.atomic():
         locked = (
             PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export_pk)
