@@ -81,6 +81,27 @@ def _transition(export: PaymentExport, to: str, *, fields: dict[str, Any] | None
     export.save(update_fields=["status", *(fields or {})])
 
 
+def payment_export_progress(export: PaymentExport) -> dict[str, Any]:
+    """What the export's page and its progress JSON show: counts, percent and a sentence."""
+    done = export.rows_done
+    if export.status == X.SUCCEEDED:
+        message = f"Done: {done:,} payment{'s' if done != 1 else ''} exported."
+    elif export.status == X.FAILED:
+        message = export.error or "The export failed."
+    elif export.status == X.QUEUED:
+        message = "Waiting for a worker…"
+    else:
+        message = f"{done:,} of {export.rows_total:,} payments ({export.percent}%)"
+    return {
+        "id": export.public_id,
+        "status": export.status,
+        "done": done,
+        "total": export.rows_total,
+        "percent": export.percent,
+        "message": message,
+    }
+
+
 def filters_from(raw: dict[str, str]) -> PaymentFilters:
     form = PaymentFilterForm(raw)
     if not form.is_valid():

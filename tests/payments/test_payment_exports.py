@@ -86,13 +86,16 @@ def test_the_page_shows_progress_until_the_file_is_ready(
     assert f'data-progress-url="/payments/exports/{export.public_id}/progress.json"' in page
     assert "<progress" in page and "Refresh" in page  # works without JavaScript too
     assert "<script>" not in page
+    assert "<p data-progress-text>Waiting for a worker…</p>" in page
     progress = client.get(f"/payments/exports/{export.public_id}/progress.json").json()
     assert progress["status"] == "queued" and progress["done"] == 0
+    assert progress["message"] == "Waiting for a worker…"
 
     exports.payment_export_run(export_pk=export.pk)
     progress = client.get(f"/payments/exports/{export.public_id}/progress.json").json()
     assert progress["status"] == "succeeded"
     assert (progress["done"], progress["total"], progress["percent"]) == (5, 5, 100)
+    assert progress["message"] == "Done: 5 payments exported."
     page = client.get(f"/payments/exports/{export.public_id}/").content.decode()
     assert 'data-testid="export-download"' in page and "data-progress-url" not in page
 
