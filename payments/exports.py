@@ -239,16 +239,17 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
 
 
 def payment_export_fail(*, export_pk: int, reason: str) -> None:
+    """Give up on an export; the parts a cut-short run wrote go too (nothing else would ever purge them)."""
     with transaction.atomic():
-        export = PaymentExport.objects.select_for_update().get(pk=export_pk)
+        export = (
+            PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export_pk)
+        )
         if export.status in (X.QUEUED, X.RUNNING):
-            _transition(export, X.FAILED, fields={"error": reason[:300], "finished_at": timezone.now()})
-            audit.record(
-                actor=None,
-                action="payments.export_failed",
-                target=export,
-                merchant=export.merchant_id and export.merchant,
+            export.parts.all().delete()
+            _transition(
+                export, X.FAILED, fields={"error": reason[:300], "finished_at": timezone.now(), "size": 0}
             )
+            audit.record(actor=None, action="payments.export_failed", target=export, merchant=export.merchant)
 
 
 def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from payments import exports
@@ -213,3 +213,26 @@ def test_a_large_export_downloads_as_one_file_streamed_part_by_part(
         AuditEvent.objects.filter(action="payments.export_downloaded", target_id=export.public_id).count()
         == 1
     )
+
+
+def test_an_export_that_fails_part_way_keeps_no_file_and_says_so(verified_client, tenant):
+    make_many(tenant.merchant, 5, email="jane@example.com")
+    export = PaymentExport.objects.create(
+        merchant=tenant.merchant, requested_by=tenant.owner, filters={}, full_emails=True
+    )
+    # A part already where the run's second batch goes: the run stops there, its first part written.
+    PaymentExportPart.objects.create(export=export, merchant=tenant.merchant, number=1, content=b"x")
+    with pytest.raises(IntegrityError):
+        exports.payment_export_run(export_pk=export.pk, batch_size=2)
+    assert PaymentExportPart.objects.filter(export=export, number=0).exists()
+
+    exports.payment_export_fail(export_pk=export.pk, reason="The export could not be built. Try again.")
+
+    assert not PaymentExportPart.objects.filter(export=export).exists()
+    client = verified_client(tenant.owner)
+    page = client.get(f"/payments/exports/{export.public_id}/").content.decode()
+    assert "The export could not be built. Try again." in page
+    assert 'data-testid="export-download"' not in page
+    response = client.get(f"/payments/exports/{export.public_id}/download/", follow=True)
+    assert "This export is not ready." in response.content.decode()
+    assert AuditEvent.objects.filter(action="payments.export_failed", target_id=export.public_id).exists()
