@@ -264,12 +264,13 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[b
         )
         if locked.status != X.SUCCEEDED:
             raise ApplicationError("This export is not ready.", code="export_not_ready")
-        first = locked.parts.order_by("number").first()
+        first = locked.parts.select_related("merchant").order_by("number").first()
         if locked.is_expired() or first is None:
             raise ApplicationError(
                 "This export has expired (files are kept for 7 days). Start a new one.", code="export_expired"
             )
-        if is_erased(first.content):
+        head = first.content
+        if is_erased(head):
             raise ApplicationError("This export can no longer be read.", code="export_erased")
         locked.downloads += 1
         locked.save(update_fields=["downloads"])
@@ -280,12 +281,16 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[b
             merchant=locked.merchant,
             details={"rows": locked.rows_done},
         )
-    return _parts(locked.pk)
+    return _parts(locked.pk, head=bytes(head), after=first.number)
 
 
-def _parts(export_pk: int) -> Iterator[bytes]:
+def _parts(export_pk: int, *, head: bytes, after: int) -> Iterator[bytes]:
+    """The first part (already read and decrypted for the checks), then the others one by one."""
+    yield head
     numbers = list(
-        PaymentExportPart.objects.filter(export_id=export_pk).order_by("number").values_list("pk", flat=True)
+        PaymentExportPart.objects.filter(export_id=export_pk, number__gt=after)
+        .order_by("number")
+        .values_list("pk", flat=True)
     )
     for pk in numbers:
         part = PaymentExportPart.objects.select_related("merchant").filter(pk=pk).first()

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from payments import exports
@@ -202,10 +203,14 @@ def test_a_large_export_downloads_as_one_file_streamed_part_by_part(
     export.refresh_from_db()
     assert export.parts.count() == 3
 
-    response = client.get(f"/payments/exports/{export.public_id}/download/")
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(f"/payments/exports/{export.public_id}/download/")
+        assert response.streaming and response["Content-Length"] == str(export.size)
+        chunks = list(response.streaming_content)
+    # Each part is read (and decrypted) once, plus one query listing them.
+    part_reads = [q for q in ctx.captured_queries if "payments_paymentexportpart" in q["sql"]]
+    assert len(part_reads) == 3 + 1
 
-    assert response.streaming and response["Content-Length"] == str(export.size)
-    chunks = list(response.streaming_content)
     assert len(chunks) == 3
     body = b"".join(chunks).decode()
     assert body.count("\r\n") == 9 and body.startswith("id,created_utc,")  # header + 8 rows
