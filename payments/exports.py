@@ -29,6 +29,7 @@ from django.utils import timezone
 from accounts.models import Merchant, Role, User
 from payments import money, selectors
 from payments.forms_dashboard import PaymentFilterForm, PaymentFilters
+from payments.keyset import Anchor, keyset_rows
 from payments.models import Payment, PaymentExport, PaymentExportPart
 from security import audit
 from security.crypto import is_erased, preload_keys
@@ -78,6 +79,27 @@ def _transition(export: PaymentExport, to: str, *, fields: dict[str, Any] | None
     for name, value in (fields or {}).items():
         setattr(export, name, value)
     export.save(update_fields=["status", *(fields or {})])
+
+
+def payment_export_progress(export: PaymentExport) -> dict[str, Any]:
+    """What the export's page and its progress JSON show: counts, percent and a sentence."""
+    done = export.rows_done
+    if export.status == X.SUCCEEDED:
+        message = f"Done: {done:,} payment{'s' if done != 1 else ''} exported."
+    elif export.status == X.FAILED:
+        message = export.error or "The export failed."
+    elif export.status == X.QUEUED:
+        message = "Waiting for a worker…"
+    else:
+        message = f"{done:,} of {export.rows_total:,} payments ({export.percent}%)"
+    return {
+        "id": export.public_id,
+        "status": export.status,
+        "done": done,
+        "total": export.rows_total,
+        "percent": export.percent,
+        "message": message,
+    }
 
 
 def filters_from(raw: dict[str, str]) -> PaymentFilters:
@@ -167,16 +189,12 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
                 setattr(export, name, value)
             export.save(update_fields=list(fields))
     done = size = 0
-    cursor: tuple[Any, int] | None = None
+    anchor: Anchor | None = None
     number = 0
-    while True:
-        batch_qs = qs
-        if cursor is not None:
-            at, pk = cursor
-            batch_qs = qs.filter(created_at__lte=at).exclude(created_at=at, pk__gte=pk)
-        batch = list(batch_qs[:batch_size])
-        if not batch and number > 0:
-            break
+    more = True
+    while more:
+        # The dashboard's keyset paginator: each batch costs the same however deep it is.
+        batch, more = keyset_rows(qs, anchor=anchor, before=False, limit=batch_size)
         preload_keys([p.customer for p in batch if p.customer is not None])
         rows = [_row(payment, full_emails=export.full_emails) for payment in batch]
         content = _csv_text([COLUMNS, *rows] if number == 0 else rows)
@@ -190,9 +208,8 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
                 rows_done=done, rows_total=max(total, done), size=size
             )
         number += 1
-        if len(batch) < batch_size:
-            break
-        cursor = (batch[-1].created_at, batch[-1].pk)
+        if batch:
+            anchor = (batch[-1].created_at, batch[-1].pk)
     with transaction.atomic():
         locked = (
             PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export_pk)
@@ -222,16 +239,17 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
 
 
 def payment_export_fail(*, export_pk: int, reason: str) -> None:
+    """Give up on an export; the parts a cut-short run wrote go too (nothing else would ever purge them)."""
     with transaction.atomic():
-        export = PaymentExport.objects.select_for_update().get(pk=export_pk)
+        export = (
+            PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export_pk)
+        )
         if export.status in (X.QUEUED, X.RUNNING):
-            _transition(export, X.FAILED, fields={"error": reason[:300], "finished_at": timezone.now()})
-            audit.record(
-                actor=None,
-                action="payments.export_failed",
-                target=export,
-                merchant=export.merchant_id and export.merchant,
+            export.parts.all().delete()
+            _transition(
+                export, X.FAILED, fields={"error": reason[:300], "finished_at": timezone.now(), "size": 0}
             )
+            audit.record(actor=None, action="payments.export_failed", target=export, merchant=export.merchant)
 
 
 def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[bytes]:
@@ -246,12 +264,13 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[b
         )
         if locked.status != X.SUCCEEDED:
             raise ApplicationError("This export is not ready.", code="export_not_ready")
-        first = locked.parts.order_by("number").first()
+        first = locked.parts.select_related("merchant").order_by("number").first()
         if locked.is_expired() or first is None:
             raise ApplicationError(
                 "This export has expired (files are kept for 7 days). Start a new one.", code="export_expired"
             )
-        if is_erased(first.content):
+        head = first.content
+        if is_erased(head):
             raise ApplicationError("This export can no longer be read.", code="export_erased")
         locked.downloads += 1
         locked.save(update_fields=["downloads"])
@@ -262,12 +281,16 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[b
             merchant=locked.merchant,
             details={"rows": locked.rows_done},
         )
-    return _parts(locked.pk)
+    return _parts(locked.pk, head=bytes(head), after=first.number)
 
 
-def _parts(export_pk: int) -> Iterator[bytes]:
+def _parts(export_pk: int, *, head: bytes, after: int) -> Iterator[bytes]:
+    """The first part (already read and decrypted for the checks), then the others one by one."""
+    yield head
     numbers = list(
-        PaymentExportPart.objects.filter(export_id=export_pk).order_by("number").values_list("pk", flat=True)
+        PaymentExportPart.objects.filter(export_id=export_pk, number__gt=after)
+        .order_by("number")
+        .values_list("pk", flat=True)
     )
     for pk in numbers:
         part = PaymentExportPart.objects.select_related("merchant").filter(pk=pk).first()

@@ -95,15 +95,25 @@ def overview_for(merchant: Any, *, today: dt.date | None = None, days: int = DAY
     )
 
 
+def _minor_units(value: float) -> int:
+    """A money point's value as what it must be, integer minor units: never truncated or rounded."""
+    if isinstance(value, int):
+        return value
+    raise TypeError(f"Chart amounts are integer minor units, not {value!r}.")
+
+
 def render_panel(request: HttpRequest, merchant: Any) -> SafeString | None:
     data = overview_for(merchant)
     main = data.main_currency
 
-    def fmt_money(v: float) -> str:
-        return money.format_minor(int(v), main) if main else f"{v:,.0f}"
+    def fmt_money(v: float) -> str:  # a day's volume: shown exactly as the integer it is
+        return money.format_minor(_minor_units(v), main)
 
-    def fmt_axis(v: float) -> str:  # the axis is narrow: the currency is in the title
-        return money.format_minor(int(v), main, with_code=False) if main else f"{v:,.0f}"
+    def fmt_axis(v: float) -> str:
+        # The bars' own amounts are integers; the gridlines between them (a quarter of a round
+        # maximum) may fall between two minor units and show the nearest. The axis is narrow:
+        # the currency is in the title.
+        return money.format_minor(v if isinstance(v, int) else round(v), main, with_code=False)
 
     def fmt_pct(v: float) -> str:
         return f"{v:.0f}%" if float(v).is_integer() else f"{v:.1f}%"

@@ -99,7 +99,12 @@ def export_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     return render(
         request,
         "payments/export_detail.html",
-        {"export": export, "query": urlencode(export.filters), "expired": export.is_expired()},
+        {
+            "export": export,
+            "progress": exports.payment_export_progress(export),
+            "query": urlencode(export.filters),
+            "expired": export.is_expired(),
+        },
     )
 
 
@@ -107,26 +112,7 @@ def export_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 @merchant_member_required()
 @require_GET
 def export_progress(request: HttpRequest, public_id: str) -> JsonResponse:
-    export = _export(request, public_id)
-    X = PaymentExport.Status
-    if export.status == X.SUCCEEDED:
-        message = f"Done: {export.rows_done:,} payment{'s' if export.rows_done != 1 else ''} exported."
-    elif export.status == X.FAILED:
-        message = export.error or "The export failed."
-    elif export.status == X.QUEUED:
-        message = "Waiting for a worker…"
-    else:
-        message = f"{export.rows_done:,} of {export.rows_total:,} payments ({export.percent}%)"
-    return JsonResponse(
-        {
-            "id": export.public_id,
-            "status": export.status,
-            "done": export.rows_done,
-            "total": export.rows_total,
-            "percent": export.percent,
-            "message": message,
-        }
-    )
+    return JsonResponse(exports.payment_export_progress(_export(request, public_id)))
 
 
 @never_cache

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
 from payments.models import Payment, PaymentDailyStat
 from tests.payments.helpers import latest_payment, new_session, pay, post_stripe_event
@@ -82,6 +84,13 @@ def test_the_overview_charts_the_payments_that_went_through(
     assert "<td>insufficient_funds</td><td>1</td>" in body
     assert "generic_decline" not in body  # that decline was followed by a success
     assert "<td>83.3%</td>" in body
+    # Today's bar and its row in the table show the exact amount, formatted as money; the axis
+    # runs to a round maximum in the same currency (its code is in the title).
+    today = timezone.now().astimezone(UTC)
+    label = f"{today.day} {today:%b}"
+    assert f"<tr><td>{label}</td><td>199.60 EUR</td></tr>" in body
+    assert f"<title>{label}: 199.60</title>" in body
+    assert ">200.00</text>" in body and ">0.00</text>" in body
 
 
 def test_the_rollup_kept_by_the_services_matches_a_rebuild_from_scratch(

@@ -8,7 +8,8 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from payments import exports
@@ -86,13 +87,16 @@ def test_the_page_shows_progress_until_the_file_is_ready(
     assert f'data-progress-url="/payments/exports/{export.public_id}/progress.json"' in page
     assert "<progress" in page and "Refresh" in page  # works without JavaScript too
     assert "<script>" not in page
+    assert "<p data-progress-text>Waiting for a worker…</p>" in page
     progress = client.get(f"/payments/exports/{export.public_id}/progress.json").json()
     assert progress["status"] == "queued" and progress["done"] == 0
+    assert progress["message"] == "Waiting for a worker…"
 
     exports.payment_export_run(export_pk=export.pk)
     progress = client.get(f"/payments/exports/{export.public_id}/progress.json").json()
     assert progress["status"] == "succeeded"
     assert (progress["done"], progress["total"], progress["percent"]) == (5, 5, 100)
+    assert progress["message"] == "Done: 5 payments exported."
     page = client.get(f"/payments/exports/{export.public_id}/").content.decode()
     assert 'data-testid="export-download"' in page and "data-progress-url" not in page
 
@@ -199,10 +203,14 @@ def test_a_large_export_downloads_as_one_file_streamed_part_by_part(
     export.refresh_from_db()
     assert export.parts.count() == 3
 
-    response = client.get(f"/payments/exports/{export.public_id}/download/")
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(f"/payments/exports/{export.public_id}/download/")
+        assert response.streaming and response["Content-Length"] == str(export.size)
+        chunks = list(response.streaming_content)
+    # Each part is read (and decrypted) once, plus one query listing them.
+    part_reads = [q for q in ctx.captured_queries if "payments_paymentexportpart" in q["sql"]]
+    assert len(part_reads) == 3 + 1
 
-    assert response.streaming and response["Content-Length"] == str(export.size)
-    chunks = list(response.streaming_content)
     assert len(chunks) == 3
     body = b"".join(chunks).decode()
     assert body.count("\r\n") == 9 and body.startswith("id,created_utc,")  # header + 8 rows
@@ -210,3 +218,26 @@ def test_a_large_export_downloads_as_one_file_streamed_part_by_part(
         AuditEvent.objects.filter(action="payments.export_downloaded", target_id=export.public_id).count()
         == 1
     )
+
+
+def test_an_export_that_fails_part_way_keeps_no_file_and_says_so(verified_client, tenant):
+    make_many(tenant.merchant, 5, email="jane@example.com")
+    export = PaymentExport.objects.create(
+        merchant=tenant.merchant, requested_by=tenant.owner, filters={}, full_emails=True
+    )
+    # A part already where the run's second batch goes: the run stops there, its first part written.
+    PaymentExportPart.objects.create(export=export, merchant=tenant.merchant, number=1, content=b"x")
+    with pytest.raises(IntegrityError):
+        exports.payment_export_run(export_pk=export.pk, batch_size=2)
+    assert PaymentExportPart.objects.filter(export=export, number=0).exists()
+
+    exports.payment_export_fail(export_pk=export.pk, reason="The export could not be built. Try again.")
+
+    assert not PaymentExportPart.objects.filter(export=export).exists()
+    client = verified_client(tenant.owner)
+    page = client.get(f"/payments/exports/{export.public_id}/").content.decode()
+    assert "The export could not be built. Try again." in page
+    assert 'data-testid="export-download"' not in page
+    response = client.get(f"/payments/exports/{export.public_id}/download/", follow=True)
+    assert "This export is not ready." in response.content.decode()
+    assert AuditEvent.objects.filter(action="payments.export_failed", target_id=export.public_id).exists()
