@@ -13,6 +13,7 @@ from accounts import selectors, services
 from accounts.forms import AcceptInvitationForm, InviteForm, RoleForm
 from accounts.middleware import MERCHANT_SESSION_KEY
 from accounts.models import Role
+from accounts.overview import panels_for
 from accounts.permissions import merchant_member_required
 from accounts.roles import STAFF_ROLES
 from security.errors import ApplicationError
@@ -23,8 +24,6 @@ TEAM_MANAGERS = (Role.OWNER, Role.ADMIN)
 def home(request: HttpRequest) -> HttpResponse:
     membership = request.membership  # type: ignore[attr-defined]
     if membership:
-        from accounts.overview import panels_for
-
         return render(
             request,
             "accounts/overview.html",

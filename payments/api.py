@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, permissions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -264,7 +264,27 @@ class PaymentDetail(MerchantApiView):
 # --- Refunds --------------------------------------------------------------------------------------
 
 
+class TeamRefunderWithRecentOTP(permissions.BasePermission):
+    """Refunding from a team session (not an API key) takes the owner or admin role and a code
+    entered in the last 5 minutes: the dashboard's rules. Checked before the Idempotency-Key is
+    taken, so a refused request stores nothing."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method in permissions.SAFE_METHODS or isinstance(request.auth, ApiKey):
+            return True
+        membership = request._request.membership  # type: ignore[attr-defined]
+        if membership.role not in REFUNDER_ROLES:
+            raise PermissionDeniedError("Only owners and admins can refund.")
+        if not otp_is_recent(request._request, 5):
+            raise PermissionDeniedError(
+                "Confirm with a fresh authentication code before refunding.", code="recent_otp_required"
+            )
+        return True
+
+
 class RefundListCreate(MerchantApiView):
+    permission_classes = [*MerchantApiView.permission_classes, TeamRefunderWithRecentOTP]
+
     @extend_schema(
         operation_id="refunds_list",
         summary="List refunds",
@@ -301,14 +321,6 @@ class RefundListCreate(MerchantApiView):
     )
     def post(self, request: Request) -> Response:
         merchant = self.merchant(request)
-        if not isinstance(request.auth, ApiKey):
-            membership = request._request.membership  # type: ignore[attr-defined]
-            if membership.role not in REFUNDER_ROLES:
-                raise PermissionDeniedError("Only owners and admins can refund.")
-            if not otp_is_recent(request._request, 5):
-                raise PermissionDeniedError(
-                    "Confirm with a fresh authentication code before refunding.", code="recent_otp_required"
-                )
         return run_idempotent(
             request, merchant=merchant, handler=lambda record: self._create(request, merchant, record)
         )

@@ -720,8 +720,9 @@ def payment_review_decide(
                 f"This payment is {locked.get_status_display().lower()} and cannot be reviewed now."
             )
     if locked.status == S.SUCCEEDED:
-        # Refunded in full (whatever is left); the refund is audited on its own.
-        if locked.amount_refundable > 0:
+        # Refunded in full (whatever is left, pending refunds counted as refund_create counts
+        # them); the refund is audited on its own.
+        if selectors.payment_refund_available(locked) > 0:
             refund_create(actor=actor, payment=locked, amount=None, reason=f"Fraud review: {reason}"[:300])
         with transaction.atomic():
             locked = (

@@ -256,6 +256,7 @@ def test_analysts_read_but_cannot_write_and_developers_cannot_refund(verified_cl
     assert call("POST", SESSIONS, client=dev, body={"amount": 700, "currency": "GBP"}).status_code == 201
     refund = call("POST", REFUNDS, client=dev, body={"payment": payment.public_id, "reason": "x"})
     assert refund.status_code == 403 and not Refund.objects.exists()
+    assert refund.json()["error"]["message"] == "Only owners and admins can refund."
 
 
 def test_refunds_from_a_session_need_a_fresh_second_factor(verified_client, tenant):
@@ -264,9 +265,16 @@ def test_refunds_from_a_session_need_a_fresh_second_factor(verified_client, tena
     session = client.session
     session["otp_verified_at"] = int(time.time()) - 600
     session.save()
-    stale = call("POST", REFUNDS, client=client, body={"payment": payment.public_id, "reason": "x"})
+    body = {"payment": payment.public_id, "reason": "x"}
+    stale = call("POST", REFUNDS, client=client, body=body, idem="refund-after-step-up")
     assert stale.status_code == 403 and stale.json()["error"]["code"] == "recent_otp_required"
     assert not Refund.objects.exists()
+    # Refused before the Idempotency-Key is taken: after a fresh code the same retry refunds.
+    session["otp_verified_at"] = int(time.time())
+    session.save()
+    retried = call("POST", REFUNDS, client=client, body=body, idem="refund-after-step-up")
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried
+    assert Refund.objects.get().public_id == retried.json()["id"]
 
 
 def test_a_session_without_a_merchant_gets_403(verified_client):

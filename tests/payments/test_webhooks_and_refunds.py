@@ -320,3 +320,25 @@ def test_webhook_json_is_the_stripe_shape(client, tenant):
     event = json.loads(body)
     assert event["object"] == "event" and event["data"]["object"]["id"] == payment.gateway_payment_id
     assert headers["Stripe-Signature"].startswith("t=")
+
+
+def test_refunding_a_flagged_payment_whose_money_is_already_being_refunded_closes_its_review(
+    verified_client, tenant
+):
+    from tests.payments.test_review_queue import decide, flagged_payment
+
+    payment = flagged_payment(tenant)
+    first = refund_create(actor=tenant.owner, payment=payment, amount=None, reason="Customer asked")
+    # As a card refund often is for a while at Stripe: still pending, not yet counted as refunded.
+    Refund.objects.filter(pk=first.pk).update(status=Refund.Status.PENDING)
+    Payment.objects.filter(pk=payment.pk).update(amount_refunded=0)
+
+    owner = verified_client(tenant.owner)
+    response = decide(owner, payment, "refund", "Looks like card testing")
+
+    assert response.status_code == 302
+    payment.refresh_from_db()
+    assert payment.review_status == "rejected"
+    assert list(Refund.objects.filter(payment=payment)) == [first]  # nothing refunded twice
+    page = owner.get(response["Location"]).content.decode()
+    assert "Decision recorded." in page and "more than zero" not in page
