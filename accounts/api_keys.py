@@ -41,10 +41,9 @@ def hash_secret(full_key: str) -> str:
 
 
 def _require_manager(actor: User, merchant: Merchant) -> None:
-    from accounts.models import Membership
+    from accounts.selectors import member_role_in
 
-    membership = Membership.objects.filter(user=actor, merchant=merchant).first()
-    if membership is None or membership.role not in KEY_MANAGER_ROLES:
+    if not member_role_in(actor, merchant.pk, KEY_MANAGER_ROLES):
         raise PermissionDeniedError("Only owners, admins and developers manage API keys.")
 
 

@@ -22,6 +22,11 @@ def membership_for(user: User, merchant_public_id: str | None) -> Membership | N
     return memberships.first()
 
 
+def member_role_in(user: User, merchant_id: int, roles: frozenset[str]) -> bool:
+    """Whether ``user`` is on the merchant's team in one of ``roles`` (services' permission checks)."""
+    return Membership.objects.filter(user=user, merchant_id=merchant_id, role__in=roles).exists()
+
+
 def team_members(merchant: Merchant) -> QuerySet[Membership]:
     return Membership.objects.filter(merchant=merchant).select_related("user").order_by("user__email")
 

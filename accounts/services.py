@@ -121,7 +121,7 @@ def _membership_of(user: User, merchant: Merchant) -> Membership | None:
 
 
 def _require_role(actor: User, merchant: Merchant, roles: frozenset[str], doing: str) -> Membership:
-    membership = _membership_of(actor, merchant)
+    membership = _membership_of(actor, merchant)  # returned: callers act on it
     if membership is None or membership.role not in roles:
         raise PermissionDeniedError(f"Your role does not allow you to {doing}.")
     return membership

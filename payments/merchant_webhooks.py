@@ -45,7 +45,8 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Membership, Merchant, Role, User
+from accounts.models import Merchant, Role, User
+from accounts.selectors import member_role_in
 from payments import batch_memo
 from payments.models import Payment, Refund, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from payments.models.endpoints import EVENT_TYPES
@@ -135,8 +136,7 @@ class IssuedEndpoint:
 
 
 def _require_manager(actor: User, merchant: Merchant) -> None:
-    membership = Membership.objects.filter(user=actor, merchant=merchant).first()
-    if membership is None or membership.role not in MANAGER_ROLES:
+    if not member_role_in(actor, merchant.pk, MANAGER_ROLES):
         raise PermissionDeniedError("Only owners, admins and developers manage webhook endpoints.")
 
 

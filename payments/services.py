@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from accounts.models import Membership, Merchant, Role, User
+from accounts.models import Merchant, Role, User
+from accounts.selectors import member_role_in
 from payments import batch_memo, events_codec, fraud, money, selectors, signals, stats
 from payments.gateways import registry
 from payments.gateways.base import (
@@ -783,12 +784,7 @@ def refund_create(
     Never more than captured, counting refunds still pending. Idempotent per
     ``refund_public_id``: submitting the same id again returns the same refund.
     """
-    if isinstance(actor, User) and not (
-        actor.is_authenticated
-        and Membership.objects.filter(
-            user=actor, merchant_id=payment.merchant_id, role__in=REFUNDER_ROLES
-        ).exists()
-    ):
+    if isinstance(actor, User) and not member_role_in(actor, payment.merchant_id, REFUNDER_ROLES):
         raise PermissionDeniedError("Only owners and admins can refund.")
     reason = (reason or "").strip()
     if not reason:
