@@ -53,7 +53,11 @@ def refunds_for_payment(payment: Payment) -> QuerySet[Refund]:
 def payment_refund_totals(payment: Payment) -> tuple[int, int]:
     """The payment's refunded amounts: (succeeded, still pending)."""
     totals = dict(
-        Refund.objects.filter(payment=payment, status__in=[Refund.Status.SUCCEEDED, Refund.Status.PENDING])
+        Refund.objects.filter(
+            merchant_id=payment.merchant_id,
+            payment=payment,
+            status__in=[Refund.Status.SUCCEEDED, Refund.Status.PENDING],
+        )
         .values_list("status")
         .annotate(total=Sum("amount"))
         .values_list("status", "total")
