@@ -181,13 +181,21 @@ def payment_export_run(*, export_pk: int, batch_size: int | None = None) -> str:
         qs = selectors.payments_for_export(export.merchant, filters)
         total = qs.count()
         fields = {"rows_done": 0, "rows_total": total, "size": 0, "started_at": timezone.now()}
-        if export.status == X.QUEUED:
+        restarted = export.status != X.QUEUED
+        if not restarted:
             _transition(export, X.RUNNING, fields=fields)
         else:  # a run cut short (worker lost): start over
             export.parts.all().delete()
             for name, value in fields.items():
                 setattr(export, name, value)
             export.save(update_fields=list(fields))
+        audit.record(
+            actor=None,
+            action="payments.export_started",
+            target=export,
+            merchant=export.merchant,
+            details={"rows": total, "restarted": restarted},
+        )
     done = size = 0
     anchor: Anchor | None = None
     number = 0

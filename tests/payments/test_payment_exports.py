@@ -65,7 +65,12 @@ def test_an_export_holds_exactly_the_filtered_payments(
     # Owners and admins get the customer's email in full.
     assert {r["customer_email"] for r in rows} == {"jane@example.com"}
     actions = set(AuditEvent.objects.filter(merchant_id=m.public_id).values_list("action", flat=True))
-    assert {"payments.export_requested", "payments.exported", "payments.export_downloaded"} <= actions
+    assert {
+        "payments.export_requested",
+        "payments.export_started",
+        "payments.exported",
+        "payments.export_downloaded",
+    } <= actions
 
 
 def test_analysts_get_masked_emails(verified_client, tenant, django_capture_on_commit_callbacks):
