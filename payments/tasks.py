@@ -272,9 +272,13 @@ def export_payments(self, export_pk: int) -> str:  # noqa: ANN001
     """Build a payments CSV export. Idempotent (a finished export is left alone; an interrupted
     one starts over); retried with backoff, then marked failed."""
     from payments.exports import payment_export_fail, payment_export_run
+    from security.errors import ApplicationError
 
     try:
         return payment_export_run(export_pk=export_pk)
+    except ApplicationError as exc:  # e.g. its filters no longer validate: retrying cannot help
+        payment_export_fail(export_pk=export_pk, reason=exc.message)
+        return "failed"
     except Exception as exc:
         if self.request.retries >= self.max_retries:
             log.exception("payments export %s failed", export_pk)

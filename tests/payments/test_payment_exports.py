@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from payments import exports
+from payments import exports, tasks
 from payments.models import Payment, PaymentExport, PaymentExportPart
 from security.models import AuditEvent
 from tests.payments.dashboard_helpers import BASE_TIME, make_many, make_payment
@@ -246,3 +246,20 @@ def test_an_export_that_fails_part_way_keeps_no_file_and_says_so(verified_client
     response = client.get(f"/payments/exports/{export.public_id}/download/", follow=True)
     assert "This export is not ready." in response.content.decode()
     assert AuditEvent.objects.filter(action="payments.export_failed", target_id=export.public_id).exists()
+
+
+def test_an_export_whose_filters_no_longer_hold_fails_at_once_with_the_reason(verified_client, tenant):
+    make_many(tenant.merchant, 2)
+    export = PaymentExport.objects.create(
+        merchant=tenant.merchant, requested_by=tenant.owner, filters={"currency": "XYZ"}, full_emails=False
+    )
+
+    tasks.export_payments.apply(args=[export.pk])  # one attempt, no retries waiting
+
+    export.refresh_from_db()
+    assert (export.status, export.error) == (
+        PaymentExport.Status.FAILED,
+        "The export's filters are not valid.",
+    )
+    page = verified_client(tenant.owner).get(f"/payments/exports/{export.public_id}/").content.decode()
+    assert "The export&#x27;s filters are not valid." in page
