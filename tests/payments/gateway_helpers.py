@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from payments.gateways.base import GatewayPayment, PaymentGateway, PaymentRef, PaymentRequest
 
 # What every gateway tells the user when its answer (an amount, say) cannot be read.
@@ -37,3 +40,19 @@ def paid_ref(
 ) -> PaymentRef:
     """A payment the customer has paid (it succeeded with ``payment_method``), as its reference."""
     return ref_for(request, pay_intent(gateway, request, payment_method).gateway_payment_id)
+
+
+def without(*fields: str) -> Callable[[dict[str, Any]], None]:
+    """An edit that leaves ``fields`` out of a vendor's object (the fake's stored one, or
+    :meth:`StripeFake.alter_next_answer`'s copy of an answer)."""
+
+    def alter(obj: dict[str, Any]) -> None:
+        for name in fields:
+            del obj[name]
+
+    return alter
+
+
+def with_values(**fields: object) -> Callable[[dict[str, Any]], None]:
+    """An edit that sets ``fields`` on a vendor's object (see :func:`without`)."""
+    return lambda obj: obj.update(fields)
