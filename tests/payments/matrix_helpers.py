@@ -11,15 +11,60 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from dataclasses import dataclass
 
 from django.test import Client
 
 from payments.models import Payment, PaymentEvent, Refund, WebhookEvent
 from security.ids import new_public_id
 from tests.conftest import login_verified
+from tests.payments.helpers import STRIPE_TEST_CARD_DECLINES
 
 # Kind, from, to: the payment's history as the merchant's timeline lists it.
 Step = tuple[str, str, str]
+
+# Every payment's first step.
+CREATED: Step = ("created", "", "requires_payment_method")
+
+
+@dataclass(frozen=True)
+class CardCase:
+    """One of Stripe's test PaymentMethods on the checkout page, and what it ends in."""
+
+    payment_method: str
+    status: str
+    event_type: str
+    decline_code: str = ""
+    customer_message: str = ""
+    risk_level: str = "normal"
+    risk_type: str = "authorized"
+
+
+# Stripe's test cards (the simulated gateway mirrors them), one case each.
+STRIPE_CARD_CASES = {
+    "success": CardCase("pm_card_visa", "succeeded", "payment_intent.succeeded"),
+    **{
+        decline_code: CardCase(
+            payment_method,
+            "failed",
+            "payment_intent.payment_failed",
+            decline_code,
+            message,
+            risk_type="issuer_declined",
+        )
+        for payment_method, decline_code, message, _retryable in STRIPE_TEST_CARD_DECLINES
+    },
+    # Radar blocks it; the customer is not told why (that would help a fraudster).
+    "radar_highest_risk": CardCase(
+        "pm_card_radarBlock",
+        "failed",
+        "payment_intent.payment_failed",
+        "fraudulent",
+        "Your card was declined.",
+        risk_level="highest",
+        risk_type="blocked",
+    ),
+}
 
 
 def history(payment: Payment) -> list[Step]:

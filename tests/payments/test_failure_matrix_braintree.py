@@ -57,6 +57,7 @@ from tests.payments.conftest import make_braintree_gateway
 from tests.payments.gateway_helpers import UNREADABLE
 from tests.payments.helpers import latest_payment, new_session
 from tests.payments.matrix_helpers import (
+    CREATED,
     history,
     merchant_client,
     merchant_page,
@@ -69,7 +70,6 @@ from tests.payments.matrix_helpers import (
 
 pytestmark = pytest.mark.django_db
 
-CREATED = ("created", "", "requires_payment_method")
 DEVICE_DATA = '{"correlation_id":"a1b2c3d4e5"}'
 
 

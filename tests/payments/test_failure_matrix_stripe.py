@@ -46,6 +46,9 @@ from tests.fakes.stripe_fake import StripeFake
 from tests.payments.conftest import STRIPE_PUBLISHABLE_KEY, STRIPE_SECRET_KEY, WEBHOOK_SECRET
 from tests.payments.helpers import latest_payment, new_session, pay
 from tests.payments.matrix_helpers import (
+    CREATED,
+    STRIPE_CARD_CASES,
+    CardCase,
     event_kinds,
     history,
     merchant_page,
@@ -57,8 +60,6 @@ from tests.payments.matrix_helpers import (
 )
 
 pytestmark = pytest.mark.django_db
-
-CREATED = ("created", "", "requires_payment_method")
 
 
 @dataclass
@@ -113,70 +114,7 @@ def world(settings, stripe_fake, tenant, client, django_capture_on_commit_callba
 # --- One card, one outcome ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CardCase:
-    payment_method: str
-    status: str
-    event_type: str
-    decline_code: str = ""
-    customer_message: str = ""
-    risk_level: str = "normal"
-    risk_type: str = "authorized"
-
-
-CARD_CASES = {
-    "success": CardCase("pm_card_visa", "succeeded", "payment_intent.succeeded"),
-    "generic_decline": CardCase(
-        "pm_card_chargeDeclined",
-        "failed",
-        "payment_intent.payment_failed",
-        "generic_decline",
-        "Your card was declined.",
-        risk_type="issuer_declined",
-    ),
-    "expired_card": CardCase(
-        "pm_card_chargeDeclinedExpiredCard",
-        "failed",
-        "payment_intent.payment_failed",
-        "expired_card",
-        "Your card has expired.",
-        risk_type="issuer_declined",
-    ),
-    "insufficient_funds": CardCase(
-        "pm_card_chargeDeclinedInsufficientFunds",
-        "failed",
-        "payment_intent.payment_failed",
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-        risk_type="issuer_declined",
-    ),
-    "incorrect_cvc": CardCase(
-        "pm_card_chargeDeclinedIncorrectCvc",
-        "failed",
-        "payment_intent.payment_failed",
-        "incorrect_cvc",
-        "Your card's security code is incorrect.",
-        risk_type="issuer_declined",
-    ),
-    "processing_error": CardCase(
-        "pm_card_chargeDeclinedProcessingError",
-        "failed",
-        "payment_intent.payment_failed",
-        "processing_error",
-        "An error occurred while processing your card. Try again in a little bit.",
-        risk_type="issuer_declined",
-    ),
-    # Radar blocks it; the customer is not told why (that would help a fraudster).
-    "radar_highest_risk": CardCase(
-        "pm_card_radarBlock",
-        "failed",
-        "payment_intent.payment_failed",
-        "fraudulent",
-        "Your card was declined.",
-        risk_level="highest",
-        risk_type="blocked",
-    ),
-}
+CARD_CASES = STRIPE_CARD_CASES
 
 
 @pytest.mark.parametrize("case", CARD_CASES.values(), ids=CARD_CASES.keys())
