@@ -334,6 +334,9 @@ def test_a_refund_while_braintree_is_busy_asks_to_try_again(world: BraintreeWorl
     assert "The payment provider is busy. Try again in a moment." in text(answer)
     assert not Refund.objects.exists()
     assert world.fake.transaction(payment.gateway_payment_id)["refund_ids"] == []
+    # Once Braintree answers again, the same refund goes through.
+    assert refund_from_page(world.tenant, payment, amount="5.00").status_code == 302
+    assert refunds(payment) == [(500, "succeeded", "refund")]
 
 
 def test_a_refund_of_a_sale_braintree_has_no_record_of_is_refused(world: BraintreeWorld) -> None:
@@ -345,6 +348,8 @@ def test_a_refund_of_a_sale_braintree_has_no_record_of_is_refused(world: Braintr
     assert answer.status_code == 400
     assert "The payment provider has no record of this payment." in text(answer)
     assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
 
 
 def test_a_refund_answered_without_a_readable_amount_records_nothing(world: BraintreeWorld) -> None:
@@ -427,6 +432,7 @@ def test_settlement_declined_reverses_a_succeeded_sale(world: BraintreeWorld) ->
     # Nothing is left to refund: the money never arrived.
     refused = refund_from_page(world.tenant, payment, amount="")
     assert refused.status_code == 400
+    assert "Only a payment that succeeded can be refunded." in text(refused)
     assert not Refund.objects.filter(payment=payment).exists()
 
 
