@@ -94,6 +94,14 @@ def text(response) -> str:  # noqa: ANN001 - a Django test response
     return html.unescape(response.content.decode())
 
 
+def assert_declined_at_checkout(response, message: str) -> None:  # noqa: ANN001 - a test response
+    """The checkout page came back (400) with the decline's ``message`` and what to do next."""
+    assert response.status_code == 400
+    page = text(response)
+    assert message in page
+    assert "Pay with another card, or contact Alpha Shop if this keeps happening." in page
+
+
 def merchant_client(tenant) -> Client:  # noqa: ANN001 - tests.conftest.Tenant
     """The merchant's owner, signed in with both factors moments ago (refunds need a fresh code)."""
     return login_verified(Client(), tenant.owner)
@@ -119,3 +127,13 @@ def refunds(payment: Payment) -> list[tuple[int, str, str]]:
         .order_by("created_at")
         .values_list("amount", "status", "method")
     )
+
+
+def assert_refund_refused(answer, payment: Payment, message: str, *, status: str = "succeeded") -> None:  # noqa: ANN001
+    """The refund form came back (400) with ``message``, and nothing changed: no refund is
+    recorded and the payment keeps its ``status`` with nothing refunded."""
+    assert answer.status_code == 400
+    assert message in text(answer)
+    assert not Refund.objects.exists()
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == (status, 0)

@@ -43,6 +43,8 @@ from tests.payments.matrix_helpers import (
     CREATED,
     STRIPE_CARD_CASES,
     CardCase,
+    assert_declined_at_checkout,
+    assert_refund_refused,
     history,
     merchant_page,
     refund_from_page,
@@ -83,10 +85,7 @@ def test_card_outcome(shop, case: CardCase) -> None:  # noqa: ANN001
         assert response["Location"] == reverse("checkout_done", args=[session.public_id])
         assert "Payment successful" in text(browser.get(response["Location"]))
     else:
-        assert response.status_code == 400
-        page = text(response)
-        assert case.customer_message in page
-        assert "Pay with another card, or contact Alpha Shop if this keeps happening." in page
+        assert_declined_at_checkout(response, case.customer_message)
 
     # The gateway's webhook came back through Celery and HTTP, and was applied once.
     assert webhooks_received() == [(case.event_type, APPLIED)]
@@ -190,9 +189,9 @@ def test_refund_of_a_payment_waiting_for_authentication_is_refused(shop) -> None
     assert payment.status == Payment.Status.REQUIRES_ACTION
 
     answer = refund_from_page(shop, payment)
-    assert answer.status_code == 400
-    assert "Only a payment that succeeded can be refunded." in text(answer)
-    assert not Refund.objects.exists()
+    assert_refund_refused(
+        answer, payment, "Only a payment that succeeded can be refunded.", status="requires_action"
+    )
     assert SimulatedIntent.objects.get(intent_id=payment.gateway_payment_id).data["refunds"] == []
 
 
@@ -204,11 +203,7 @@ def test_a_refund_of_a_payment_the_gateway_has_no_record_of_is_refused(shop) -> 
 
     answer = refund_from_page(shop, payment, amount="")
 
-    assert answer.status_code == 400
-    assert "The payment provider has no record of this payment." in text(answer)
-    assert not Refund.objects.exists()
-    payment.refresh_from_db()
-    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+    assert_refund_refused(answer, payment, "The payment provider has no record of this payment.")
 
 
 def test_duplicate_webhooks_are_applied_once(shop) -> None:  # noqa: ANN001
