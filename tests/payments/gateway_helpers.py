@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from payments.gateways.base import GatewayPayment, PaymentGateway, PaymentRef, PaymentRequest
+from payments.gateways.base import GatewayError, GatewayPayment, PaymentGateway, PaymentRef, PaymentRequest
 
 # What every gateway tells the user when its answer (an amount, say) cannot be read.
 UNREADABLE = (
     "The payment provider's answer could not be read, so we could not confirm the outcome. "
     "Check the payment again in a few minutes."
 )
+
+
+def assert_unreadable(*errors: GatewayError) -> None:
+    """Each error is the one for an answer that could not be read: worded as :data:`UNREADABLE`,
+    a 502, and not offered as retryable (the call may have taken effect)."""
+    for error in errors:
+        assert error.message == UNREADABLE
+        assert (error.code, error.status_code, error.retryable) == ("gateway_malformed_response", 502, False)
 
 
 def ref_for(request: PaymentRequest, gateway_payment_id: str | None) -> PaymentRef:

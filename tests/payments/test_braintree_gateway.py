@@ -11,7 +11,7 @@ from payments.gateways.braintree import BraintreeGateway, environment_for
 from security.errors import ApplicationError
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.payments.conftest import make_braintree_gateway
-from tests.payments.gateway_helpers import UNREADABLE, ref_for, with_values, without
+from tests.payments.gateway_helpers import assert_unreadable, ref_for, with_values, without
 
 MakeRequest = Callable[..., PaymentRequest]
 VALID = "fake-valid-nonce"
@@ -387,12 +387,7 @@ def test_a_transaction_with_an_unreadable_amount_is_an_error_not_zero(
     with pytest.raises(GatewayError) as info:
         braintree_gateway.fetch_payment(ref_for(request, paid.gateway_payment_id))
 
-    assert info.value.message == UNREADABLE
-    assert (info.value.code, info.value.status_code, info.value.retryable) == (
-        "gateway_malformed_response",
-        502,
-        False,
-    )
+    assert_unreadable(info.value)
 
 
 def test_a_sale_answered_with_an_unreadable_amount_is_an_error_not_a_zero_payment(
@@ -406,8 +401,7 @@ def test_a_sale_answered_with_an_unreadable_amount_is_an_error_not_a_zero_paymen
     with pytest.raises(GatewayError) as info:
         braintree_gateway.confirm_payment(request, payment_method=VALID)
 
-    assert info.value.message == UNREADABLE
-    assert (info.value.code, info.value.retryable) == ("gateway_malformed_response", False)
+    assert_unreadable(info.value)
 
 
 def test_a_refund_answered_with_an_unreadable_amount_is_an_error_not_a_zero_refund(
@@ -424,8 +418,7 @@ def test_a_refund_answered_with_an_unreadable_amount_is_an_error_not_a_zero_refu
     with pytest.raises(GatewayError) as fetched:
         braintree_gateway.fetch_refund(ref, refund.gateway_refund_id)
 
-    assert replayed.value.message == fetched.value.message == UNREADABLE
-    assert replayed.value.code == fetched.value.code == "gateway_malformed_response"
+    assert_unreadable(replayed.value, fetched.value)
 
 
 def test_a_refund_credit_without_a_currency_is_read_in_the_payments_currency(

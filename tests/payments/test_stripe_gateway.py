@@ -16,7 +16,7 @@ from tests.payments.conftest import (
     make_stripe_gateway,
 )
 from tests.payments.gateway_helpers import (
-    UNREADABLE,
+    assert_unreadable,
     paid_ref,
     pay_intent,
     ref_for,
@@ -351,12 +351,7 @@ def test_a_payment_intent_with_an_unreadable_amount_is_an_error_not_zero(
     with pytest.raises(GatewayError) as info:
         stripe_gateway.fetch_payment(ref)
 
-    assert info.value.message == UNREADABLE
-    assert (info.value.code, info.value.status_code, info.value.retryable) == (
-        "gateway_malformed_response",
-        502,
-        False,
-    )
+    assert_unreadable(info.value)
 
 
 def test_a_confirmation_answered_without_an_amount_is_an_error_and_the_payment_can_be_checked_again(
@@ -371,7 +366,7 @@ def test_a_confirmation_answered_without_an_amount_is_an_error_and_the_payment_c
             request, payment_method="pm_card_visa", gateway_payment_id=created.gateway_payment_id
         )
 
-    assert info.value.message == UNREADABLE
+    assert_unreadable(info.value)
     # The charge did go through: checking again, as the message advises, reads it in full.
     checked = stripe_gateway.fetch_payment(ref_for(request, created.gateway_payment_id))
     assert (checked.status, checked.amount, checked.amount_received) == ("succeeded", 2500, 2500)
@@ -415,7 +410,7 @@ def test_a_refund_answered_without_a_readable_amount_is_an_error_not_a_zero_refu
     with pytest.raises(GatewayError) as retried:
         stripe_gateway.refund_payment(ref, refund_id="re_1", amount=1000)
 
-    assert first.value.message == retried.value.message == UNREADABLE
+    assert_unreadable(first.value, retried.value)
     assert stripe_fake.requests[-1].replayed
     assert stripe_gateway.fetch_payment(ref).amount_refunded == 1000
 
