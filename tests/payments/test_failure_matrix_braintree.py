@@ -51,6 +51,7 @@ from django.urls import reverse
 
 from payments import money
 from payments.models import CheckoutSession, Payment, PaymentSettings, Refund, WebhookEvent
+from payments.services import payment_move_allowed
 from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.payments.conftest import make_braintree_gateway
@@ -415,9 +416,7 @@ def test_settlement_declined_reverses_a_succeeded_sale(world: BraintreeWorld) ->
     assert_refund_refused(refused, payment, "Only a payment that succeeded can be refunded.", status="failed")
 
 
-def test_only_settlement_declined_may_move_a_payment_backwards(world: BraintreeWorld) -> None:
-    from payments.services import payment_move_allowed
-
+def test_only_settlement_declined_may_move_a_payment_backwards() -> None:
     assert payment_move_allowed("succeeded", "failed", gateway_status="settlement_declined")
     assert not payment_move_allowed("succeeded", "failed", gateway_status="processor_declined")
     assert not payment_move_allowed("succeeded", "failed")
