@@ -40,6 +40,11 @@ from payments.gateways.simulated import build_signed_event
 from payments.models import Payment, Refund, SimulatedIntent, WebhookEvent
 from tests.payments.helpers import latest_payment, new_session, pay
 from tests.payments.matrix_helpers import (
+    CREATED,
+    STRIPE_CARD_CASES,
+    CardCase,
+    assert_declined_at_checkout,
+    assert_refund_refused,
     history,
     merchant_page,
     refund_from_page,
@@ -51,7 +56,6 @@ from tests.payments.matrix_helpers import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CREATED = ("created", "", "requires_payment_method")
 APPLIED, IGNORED = WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED
 
 
@@ -65,91 +69,45 @@ def shop(settings, live_server, tenant):  # noqa: ANN201
     return tenant
 
 
-CARD_CASES = {
-    "success": ("pm_card_visa", "succeeded", "payment_intent.succeeded", "", ""),
-    "generic_decline": (
-        "pm_card_chargeDeclined",
-        "failed",
-        "payment_intent.payment_failed",
-        "generic_decline",
-        "Your card was declined.",
-    ),
-    "expired_card": (
-        "pm_card_chargeDeclinedExpiredCard",
-        "failed",
-        "payment_intent.payment_failed",
-        "expired_card",
-        "Your card has expired.",
-    ),
-    "insufficient_funds": (
-        "pm_card_chargeDeclinedInsufficientFunds",
-        "failed",
-        "payment_intent.payment_failed",
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-    ),
-    "incorrect_cvc": (
-        "pm_card_chargeDeclinedIncorrectCvc",
-        "failed",
-        "payment_intent.payment_failed",
-        "incorrect_cvc",
-        "Your card's security code is incorrect.",
-    ),
-    "processing_error": (
-        "pm_card_chargeDeclinedProcessingError",
-        "failed",
-        "payment_intent.payment_failed",
-        "processing_error",
-        "An error occurred while processing your card. Try again in a little bit.",
-    ),
-    "radar_highest_risk": (
-        "pm_card_radarBlock",
-        "failed",
-        "payment_intent.payment_failed",
-        "fraudulent",
-        "Your card was declined.",
-    ),
-}
+CARD_CASES = STRIPE_CARD_CASES
 
 
-@pytest.mark.parametrize(
-    ("payment_method", "status", "event_type", "decline_code", "message"),
-    CARD_CASES.values(),
-    ids=CARD_CASES.keys(),
-)
-def test_card_outcome(shop, payment_method, status, event_type, decline_code, message) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("case", CARD_CASES.values(), ids=CARD_CASES.keys())
+def test_card_outcome(shop, case: CardCase) -> None:  # noqa: ANN001
     browser = Client()
     session = new_session(shop, amount=2500)
     checkout = browser.get(f"/pay/{session.public_id}/")
-    assert "TEST MODE" in text(checkout) and payment_method in text(checkout)
+    assert "TEST MODE" in text(checkout) and case.payment_method in text(checkout)
 
-    response = pay(browser, session, payment_method)
+    response = pay(browser, session, case.payment_method)
     payment = latest_payment(session)
-    if status == "succeeded":
+    if case.status == "succeeded":
         assert response["Location"] == reverse("checkout_done", args=[session.public_id])
         assert "Payment successful" in text(browser.get(response["Location"]))
     else:
-        assert response.status_code == 400
-        assert message in text(
-            response
-        ) and "Pay with another card, or contact Alpha Shop if this keeps happening." in text(response)
+        assert_declined_at_checkout(response, case.customer_message)
 
     # The gateway's webhook came back through Celery and HTTP, and was applied once.
-    assert webhooks_received() == [(event_type, APPLIED)]
+    assert webhooks_received() == [(case.event_type, APPLIED)]
     payment.refresh_from_db()
-    assert payment.status == status
+    assert payment.status == case.status
     assert (payment.amount, payment.currency, payment.amount_refunded) == (2500, "EUR", 0)
-    assert payment.amount_captured == (2500 if status == "succeeded" else 0)
-    assert (payment.decline_code, payment.decline_message) == (decline_code, message)
-    assert status_steps(payment) == [CREATED, ("status", "requires_payment_method", status)]
-    if payment_method == "pm_card_radarBlock":
-        assert (payment.risk_level, payment.risk_type, payment.risk_score) == ("highest", "blocked", 95)
+    assert payment.amount_captured == (2500 if case.status == "succeeded" else 0)
+    assert (payment.decline_code, payment.decline_message) == (case.decline_code, case.customer_message)
+    assert (payment.risk_provider, payment.risk_level, payment.risk_type) == (
+        "simulated_radar",
+        case.risk_level,
+        case.risk_type,
+    )
+    if case.risk_level == "highest":
+        assert payment.risk_score == 95
+    assert status_steps(payment) == [CREATED, ("status", "requires_payment_method", case.status)]
 
     page = merchant_page(shop, payment)
     assert f'data-testid="payment-status">{payment.get_status_display()}<' in page
     assert "Test mode" in page and "25.00 EUR" in page
-    if decline_code:
-        assert f'{message} <code class="small">{decline_code}</code>' in page
+    if case.decline_code:
+        assert f'{case.customer_message} <code class="small">{case.decline_code}</code>' in page
 
 
 def test_three_d_secure_then_success(shop) -> None:  # noqa: ANN001
@@ -231,9 +189,9 @@ def test_refund_of_a_payment_waiting_for_authentication_is_refused(shop) -> None
     assert payment.status == Payment.Status.REQUIRES_ACTION
 
     answer = refund_from_page(shop, payment)
-    assert answer.status_code == 400
-    assert "Only a payment that succeeded can be refunded." in text(answer)
-    assert not Refund.objects.exists()
+    assert_refund_refused(
+        answer, payment, "Only a payment that succeeded can be refunded.", status="requires_action"
+    )
     assert SimulatedIntent.objects.get(intent_id=payment.gateway_payment_id).data["refunds"] == []
 
 
@@ -245,11 +203,7 @@ def test_a_refund_of_a_payment_the_gateway_has_no_record_of_is_refused(shop) -> 
 
     answer = refund_from_page(shop, payment, amount="")
 
-    assert answer.status_code == 400
-    assert "The payment provider has no record of this payment." in text(answer)
-    assert not Refund.objects.exists()
-    payment.refresh_from_db()
-    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+    assert_refund_refused(answer, payment, "The payment provider has no record of this payment.")
 
 
 def test_duplicate_webhooks_are_applied_once(shop) -> None:  # noqa: ANN001

@@ -10,27 +10,11 @@ from payments.gateways.base import GatewayError, PaymentGateway, PaymentRef, Pay
 from payments.gateways.simulated import CHALLENGE_PATH, SimulatedGateway
 from payments.models import SimulatedIntent
 from tests.payments.conftest import WEBHOOK_SECRET
+from tests.payments.gateway_helpers import paid_ref, pay_intent, ref_for
 from tests.payments.helpers import STRIPE_TEST_CARD_DECLINES
 
 pytestmark = pytest.mark.django_db
 MakeRequest = Callable[..., PaymentRequest]
-
-
-def _pay(gateway: SimulatedGateway, request: PaymentRequest, payment_method: str, **kwargs):
-    created = gateway.create_payment(request)
-    return gateway.confirm_payment(
-        request, payment_method=payment_method, gateway_payment_id=created.gateway_payment_id, **kwargs
-    )
-
-
-def _ref(request: PaymentRequest, gateway_payment_id: str | None) -> PaymentRef:
-    assert gateway_payment_id
-    return PaymentRef(
-        payment_id=request.payment_id,
-        gateway_payment_id=gateway_payment_id,
-        currency=request.currency,
-        merchant_account=request.merchant_account,
-    )
 
 
 def test_the_simulated_gateway_implements_the_protocol(simulated_gateway: SimulatedGateway) -> None:
@@ -97,7 +81,7 @@ def test_the_success_test_cards_succeed(
     brand: str,
     last4: str,
 ) -> None:
-    payment = _pay(simulated_gateway, payment_request(), payment_method)
+    payment = pay_intent(simulated_gateway, payment_request(), payment_method)
     assert payment.status == "succeeded"
     assert payment.amount_received == 2500
     assert payment.card is not None and (payment.card.brand, payment.card.last4) == (brand, last4)
@@ -121,7 +105,7 @@ def test_a_declined_test_card_fails_with_a_helpful_message(
     message: str,
     retryable: bool,
 ) -> None:
-    payment = _pay(simulated_gateway, payment_request(), payment_method)
+    payment = pay_intent(simulated_gateway, payment_request(), payment_method)
     assert payment.status == "failed"
     assert payment.decline_code == decline_code
     assert payment.decline_message == message
@@ -132,7 +116,7 @@ def test_after_a_decline_the_customer_can_pay_with_another_card(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    declined = _pay(simulated_gateway, request, "pm_card_chargeDeclinedInsufficientFunds")
+    declined = pay_intent(simulated_gateway, request, "pm_card_chargeDeclinedInsufficientFunds")
     paid = simulated_gateway.confirm_payment(
         request, payment_method="pm_card_visa", gateway_payment_id=declined.gateway_payment_id, attempt=2
     )
@@ -144,7 +128,7 @@ def test_repeating_the_same_confirm_attempt_does_not_charge_again(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    first = _pay(simulated_gateway, request, "pm_card_visa")
+    first = pay_intent(simulated_gateway, request, "pm_card_visa")
     again = simulated_gateway.confirm_payment(
         request, payment_method="pm_card_visa", gateway_payment_id=first.gateway_payment_id, attempt=1
     )
@@ -156,7 +140,7 @@ def test_three_d_secure_required_then_the_challenge_is_approved(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    payment = _pay(
+    payment = pay_intent(
         simulated_gateway, request, "pm_card_threeDSecure2Required", return_url="http://testserver/done"
     )
 
@@ -177,7 +161,7 @@ def test_three_d_secure_required_then_the_challenge_fails(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    payment = _pay(simulated_gateway, request, "pm_card_threeDSecure2Required")
+    payment = pay_intent(simulated_gateway, request, "pm_card_threeDSecure2Required")
     failed = simulated_gateway.complete_challenge(payment.gateway_payment_id, approve=False)
     assert failed.status == "failed"
     assert failed.decline_code == "authentication_failed"
@@ -185,13 +169,13 @@ def test_three_d_secure_required_then_the_challenge_fails(
         failed.decline_message
         == "We could not verify your card with your bank. Try again or use another card."
     )
-    assert simulated_gateway.fetch_payment(_ref(request, payment.gateway_payment_id)).status == "failed"
+    assert simulated_gateway.fetch_payment(ref_for(request, payment.gateway_payment_id)).status == "failed"
 
 
 def test_a_challenge_cannot_be_completed_twice(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
-    payment = _pay(simulated_gateway, payment_request(), "pm_card_threeDSecure2Required")
+    payment = pay_intent(simulated_gateway, payment_request(), "pm_card_threeDSecure2Required")
     simulated_gateway.complete_challenge(payment.gateway_payment_id, approve=True)
     with pytest.raises(GatewayError) as info:
         simulated_gateway.complete_challenge(payment.gateway_payment_id, approve=False)
@@ -202,14 +186,15 @@ def test_sca_mode_any_challenges_every_card_that_supports_it(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     assert (
-        _pay(simulated_gateway, payment_request(sca_mode="any"), "pm_card_visa").status == "requires_action"
+        pay_intent(simulated_gateway, payment_request(sca_mode="any"), "pm_card_visa").status
+        == "requires_action"
     )
 
 
 def test_radar_blocks_the_highest_risk_test_card(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
-    payment = _pay(simulated_gateway, payment_request(), "pm_card_radarBlock")
+    payment = pay_intent(simulated_gateway, payment_request(), "pm_card_radarBlock")
     assert payment.status == "failed"
     assert payment.decline_code == "fraudulent"
     assert payment.decline_message == "Your card was declined."
@@ -225,7 +210,7 @@ def test_radar_blocks_the_highest_risk_test_card(
 def test_an_elevated_risk_test_card_succeeds_with_its_risk_level(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
-    payment = _pay(simulated_gateway, payment_request(), "pm_card_riskLevelElevated")
+    payment = pay_intent(simulated_gateway, payment_request(), "pm_card_riskLevelElevated")
     assert payment.status == "succeeded"
     assert payment.fraud is not None and payment.fraud.risk_level == "elevated"
 
@@ -234,7 +219,7 @@ def test_an_unknown_test_card_is_refused_clearly(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     with pytest.raises(GatewayError, match="pm_card_visa") as info:
-        _pay(simulated_gateway, payment_request(), "pm_card_unknown")
+        pay_intent(simulated_gateway, payment_request(), "pm_card_unknown")
     assert info.value.code == "invalid_payment_method"
 
 
@@ -242,9 +227,9 @@ def test_manual_capture_then_capture(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request(capture_method="manual")
-    authorised = _pay(simulated_gateway, request, "pm_card_visa")
+    authorised = pay_intent(simulated_gateway, request, "pm_card_visa")
     assert (authorised.status, authorised.amount_capturable) == ("requires_capture", 2500)
-    captured = simulated_gateway.capture_payment(_ref(request, authorised.gateway_payment_id), amount=2000)
+    captured = simulated_gateway.capture_payment(ref_for(request, authorised.gateway_payment_id), amount=2000)
     assert (captured.status, captured.amount_received) == ("succeeded", 2000)
 
 
@@ -252,21 +237,20 @@ def test_cancel_before_capture_and_refusal_after_success(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     held = payment_request(capture_method="manual")
-    authorised = _pay(simulated_gateway, held, "pm_card_visa")
-    assert simulated_gateway.cancel_payment(_ref(held, authorised.gateway_payment_id)).status == "canceled"
+    authorised = pay_intent(simulated_gateway, held, "pm_card_visa")
+    assert simulated_gateway.cancel_payment(ref_for(held, authorised.gateway_payment_id)).status == "canceled"
 
     paid_request = payment_request()
-    paid = _pay(simulated_gateway, paid_request, "pm_card_visa")
+    paid = pay_intent(simulated_gateway, paid_request, "pm_card_visa")
     with pytest.raises(GatewayError, match="refund it instead"):
-        simulated_gateway.cancel_payment(_ref(paid_request, paid.gateway_payment_id))
+        simulated_gateway.cancel_payment(ref_for(paid_request, paid.gateway_payment_id))
 
 
 def test_a_partial_refund_then_the_rest(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    paid = _pay(simulated_gateway, request, "pm_card_visa")
-    ref = _ref(request, paid.gateway_payment_id)
+    ref = paid_ref(simulated_gateway, request)
 
     part = simulated_gateway.refund_payment(ref, refund_id="re_one", amount=1000)
     rest = simulated_gateway.refund_payment(ref, refund_id="re_two")
@@ -288,12 +272,9 @@ def test_a_partial_refund_then_the_rest(
 def test_refunding_more_than_is_left_is_refused(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
-    request = payment_request()
-    paid = _pay(simulated_gateway, request, "pm_card_visa")
+    ref = paid_ref(simulated_gateway, payment_request())
     with pytest.raises(GatewayError) as info:
-        simulated_gateway.refund_payment(
-            _ref(request, paid.gateway_payment_id), refund_id="re_big", amount=2501
-        )
+        simulated_gateway.refund_payment(ref, refund_id="re_big", amount=2501)
     assert info.value.code == "refund_too_large"
     assert info.value.message == "The refund is larger than the amount left to refund."
 
@@ -302,8 +283,7 @@ def test_reusing_a_refund_id_for_another_amount_is_a_conflict(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    paid = _pay(simulated_gateway, request, "pm_card_visa")
-    ref = _ref(request, paid.gateway_payment_id)
+    ref = paid_ref(simulated_gateway, request)
     simulated_gateway.refund_payment(ref, refund_id="re_same", amount=700)
     with pytest.raises(GatewayError) as info:
         simulated_gateway.refund_payment(ref, refund_id="re_same", amount=800)
@@ -315,8 +295,7 @@ def test_a_refund_of_nothing_is_refused(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    paid = _pay(simulated_gateway, request, "pm_card_visa")
-    ref = _ref(request, paid.gateway_payment_id)
+    ref = paid_ref(simulated_gateway, request)
     with pytest.raises(GatewayError) as info:
         simulated_gateway.refund_payment(ref, refund_id="re_zero", amount=0)
     assert info.value.message == "The refund amount must be a positive amount."
@@ -327,8 +306,7 @@ def test_retrying_a_refund_with_the_same_refund_id_refunds_once(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    paid = _pay(simulated_gateway, request, "pm_card_visa")
-    ref = _ref(request, paid.gateway_payment_id)
+    ref = paid_ref(simulated_gateway, request)
     first = simulated_gateway.refund_payment(ref, refund_id="re_same", amount=700)
     second = simulated_gateway.refund_payment(ref, refund_id="re_same", amount=700)
     assert first.gateway_refund_id == second.gateway_refund_id
@@ -339,9 +317,9 @@ def test_a_declined_payment_cannot_be_refunded(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    declined = _pay(simulated_gateway, request, "pm_card_chargeDeclined")
+    declined = pay_intent(simulated_gateway, request, "pm_card_chargeDeclined")
     with pytest.raises(GatewayError) as info:
-        simulated_gateway.refund_payment(_ref(request, declined.gateway_payment_id), refund_id="re_no")
+        simulated_gateway.refund_payment(ref_for(request, declined.gateway_payment_id), refund_id="re_no")
     assert info.value.code == "illegal_transition"
     assert info.value.message == "Only a succeeded payment can be refunded."
 
@@ -350,7 +328,7 @@ def test_a_succeeded_payment_cannot_be_confirmed_again(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    paid = _pay(simulated_gateway, request, "pm_card_visa")
+    paid = pay_intent(simulated_gateway, request, "pm_card_visa")
     with pytest.raises(GatewayError) as info:
         simulated_gateway.confirm_payment(
             request, payment_method="pm_card_visa", gateway_payment_id=paid.gateway_payment_id, attempt=2
@@ -362,12 +340,12 @@ def test_state_survives_a_new_gateway_object_like_another_process(
     simulated_gateway: SimulatedGateway, payment_request: MakeRequest
 ) -> None:
     request = payment_request()
-    payment = _pay(simulated_gateway, request, "pm_card_threeDSecure2Required")
+    payment = pay_intent(simulated_gateway, request, "pm_card_threeDSecure2Required")
 
     worker = SimulatedGateway(webhook_secrets=[WEBHOOK_SECRET])
     worker.complete_challenge(payment.gateway_payment_id, approve=True)
 
-    assert simulated_gateway.fetch_payment(_ref(request, payment.gateway_payment_id)).status == "succeeded"
+    assert simulated_gateway.fetch_payment(ref_for(request, payment.gateway_payment_id)).status == "succeeded"
 
 
 def test_another_merchant_account_cannot_see_the_intent(

@@ -38,6 +38,26 @@ def _intent(status: str = "succeeded", **extra: object) -> dict:
     return intent
 
 
+def _refund(**extra: object) -> dict:
+    refund = {
+        "id": "re_1",
+        "object": "refund",
+        "amount": 700,
+        "currency": "eur",
+        "payment_intent": "pi_1",
+        "charge": "ch_1",
+        "status": "succeeded",
+        "metadata": {"refund_id": "re_ours", "payment_id": "pay_ours"},
+    }
+    refund.update(extra)
+    return refund
+
+
+def _leave_out(field: str, obj: dict) -> dict:
+    """``obj`` without ``field``, as a sender that does not follow Stripe's shape sends it."""
+    return {name: value for name, value in obj.items() if name != field}
+
+
 def _signed(event: dict, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> tuple[bytes, dict]:
     payload = json.dumps(event)
     header = stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp=timestamp)
@@ -268,17 +288,7 @@ def test_charge_refunded_reports_the_refunded_amount(stripe_gateway: StripeGatew
 def test_refund_events_normalise_the_refund(
     stripe_gateway: StripeGateway, event_type: str, status: str, normalised: str
 ) -> None:
-    refund = {
-        "id": "re_1",
-        "object": "refund",
-        "amount": 700,
-        "currency": "eur",
-        "payment_intent": "pi_1",
-        "charge": "ch_1",
-        "status": status,
-        "failure_reason": "expired_or_canceled_card" if status == "failed" else None,
-        "metadata": {"refund_id": "re_ours", "payment_id": "pay_ours"},
-    }
+    refund = _refund(status=status, failure_reason="expired_or_canceled_card" if status == "failed" else None)
     body, headers = _signed(
         {
             "id": "evt_re",
@@ -398,27 +408,14 @@ def test_events_built_from_the_fakes_objects_parse_like_stripes(
 # --- Amounts: required on PaymentIntents and Refunds ------------------------------------------------
 
 
-def _refund(**extra: object) -> dict:
-    refund = {
-        "id": "re_1",
-        "object": "refund",
-        "amount": 700,
-        "currency": "eur",
-        "payment_intent": "pi_1",
-        "charge": "ch_1",
-        "status": "succeeded",
-        "metadata": {"refund_id": "re_ours", "payment_id": "pay_ours"},
-    }
-    refund.update(extra)
-    return refund
-
-
 @pytest.mark.parametrize(
     ("event_type", "obj"),
     [
+        pytest.param("payment_intent.succeeded", _leave_out("amount", _intent()), id="intent-missing"),
         pytest.param("payment_intent.succeeded", _intent(amount=None), id="intent-null"),
         pytest.param("payment_intent.succeeded", _intent(amount="2500"), id="intent-string"),
         pytest.param("payment_intent.processing", _intent(amount=25.5), id="intent-float"),
+        pytest.param("refund.failed", _leave_out("amount", _refund(status="failed")), id="refund-missing"),
         pytest.param("refund.updated", _refund(amount=None), id="refund-null"),
         pytest.param("refund.created", _refund(amount="7.00"), id="refund-string"),
     ],
@@ -433,25 +430,6 @@ def test_a_signed_event_whose_amount_is_unreadable_is_malformed(
 
     assert info.value.reason == "malformed"
     assert info.value.message == "The webhook body could not be parsed."
-
-
-@pytest.mark.parametrize(
-    ("event_type", "obj"),
-    [
-        pytest.param("payment_intent.succeeded", _intent(), id="intent"),
-        pytest.param("refund.failed", _refund(status="failed"), id="refund"),
-    ],
-)
-def test_a_signed_event_without_an_amount_is_malformed(
-    stripe_gateway: StripeGateway, stripe_fake: StripeFake, event_type: str, obj: dict
-) -> None:
-    del obj["amount"]
-    body, headers = stripe_fake.signed_event(event_type, obj, WEBHOOK_SECRET)
-
-    with pytest.raises(InvalidWebhook) as info:
-        stripe_gateway.parse_webhook(body, headers)
-
-    assert info.value.reason == "malformed"
 
 
 @pytest.mark.django_db
