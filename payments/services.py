@@ -1333,6 +1333,17 @@ def _apply_event(
     if event.kind == "refund":
         return _apply_refund_event(event, payment, already_locked=lock_now), "", payment.merchant
     if event.kind == "dispute" and event.dispute is not None:
+        elsewhere = (
+            Dispute.objects.filter(
+                gateway=payment.gateway, gateway_dispute_id=event.dispute.gateway_dispute_id
+            )
+            .exclude(payment=payment)
+            .values_list("payment__public_id", flat=True)
+            .first()
+        )
+        if elsewhere:
+            note = f"dispute {event.dispute.gateway_dispute_id} is {elsewhere}'s, not {payment.public_id}'s"
+            return mismatched, note, payment.merchant
         return _apply_dispute(event, event.dispute, payment), "", payment.merchant
     if event.kind == "fraud_warning":
         with transaction.atomic():

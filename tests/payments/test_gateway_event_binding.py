@@ -354,6 +354,23 @@ def test_dispute_events_that_do_not_belong_to_the_payment_open_nothing(
     ]
 
 
+def test_a_dispute_event_naming_another_payments_dispute_moves_neither(sworld: StripeWorld) -> None:
+    session, victim = sworld.opened_payment()
+    assert pay(Client(), session, "pm_card_visa").status_code == 302
+    attacker_session = new_session(sworld.attacker, amount=2500, currency="EUR")
+    assert pay(Client(), attacker_session, "pm_card_visa").status_code == 302
+    theirs = latest_payment(attacker_session)
+    opened = sworld.send("charge.dispute.created", _dispute(theirs), account=ATTACKER_ACCOUNT)
+    assert opened.status == APPLIED
+    before, theirs_before = snapshot(victim), snapshot(theirs)
+
+    # The victim's account, the victim's intent, but the attacker's dispute (now "lost").
+    row = sworld.send("charge.dispute.closed", _dispute(victim, status="lost"), account=VICTIM_ACCOUNT)
+
+    assert (snapshot(victim), snapshot(theirs)) == (before, theirs_before)
+    assert_held(row, victim)
+
+
 def test_the_wsgi_fast_path_stores_the_attack_and_the_drain_holds_it(sworld: StripeWorld) -> None:
     _session, victim = sworld.opened_payment()
     before = snapshot(victim)
