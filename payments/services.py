@@ -9,6 +9,13 @@ The rules every function here keeps:
   order matters, the payment is re-fetched from the gateway and that state wins.
 * One transaction per action: the row is locked, the status saved with
   ``update_fields``, a history row and an audit event written together.
+* A gateway event touches a payment only when it belongs to it: the event's connected
+  account (Stripe) or merchant account (Braintree) and mode are the payment's, it names the
+  gateway object we stored for the payment (one found only through the ``pay_...`` id in its
+  metadata makes us fetch ours by our own id instead), and a payment becomes authorised or
+  succeeded only for its own amount and currency. Any other event is stored as
+  ``mismatched``, never applied, audited (``webhook_event.mismatched``) and listed for
+  platform admins in the Django admin.
 """
 
 from __future__ import annotations
