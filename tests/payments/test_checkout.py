@@ -120,7 +120,8 @@ def test_paid_link_cannot_be_paid_twice(client, tenant):
     )
     payment = latest_payment(session)
     assert payment.amount_captured == session.amount
-    assert payment.public_id in client.get(again["Location"]).content.decode()
+    receipt = client.get(again["Location"]).content.decode()
+    assert "Payment successful" in receipt and "49.90" in receipt and session.public_id in receipt
 
 
 def test_unknown_link_is_404(client):
