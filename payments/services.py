@@ -9,6 +9,13 @@ The rules every function here keeps:
   order matters, the payment is re-fetched from the gateway and that state wins.
 * One transaction per action: the row is locked, the status saved with
   ``update_fields``, a history row and an audit event written together.
+* A gateway event touches a payment only when it belongs to it: the event's connected
+  account (Stripe) or merchant account (Braintree) and mode are the payment's, it names the
+  gateway object we stored for the payment (one found only through the ``pay_...`` id in its
+  metadata makes us fetch ours by our own id instead), and a payment becomes authorised or
+  succeeded only for its own amount and currency. Any other event is stored as
+  ``mismatched``, never applied, audited (``webhook_event.mismatched``) and listed for
+  platform admins in the Django admin.
 """
 
 from __future__ import annotations
@@ -97,13 +104,15 @@ DISPUTE_TRANSITIONS: dict[str, frozenset[str]] = {
 W = WebhookEvent.Status
 WEBHOOK_EVENT_FAILED = W.FAILED
 # Applying (webhook_apply) may also retry a failed event; giving up (webhook_event_fail) never
-# touches an event already applied or ignored.
+# touches an event already applied, ignored or held as mismatched.
 WEBHOOK_EVENT_TRANSITIONS: dict[str, frozenset[str]] = {
-    W.RECEIVED: frozenset({W.APPLIED, W.IGNORED, W.FAILED}),
-    W.FAILED: frozenset({W.APPLIED, W.IGNORED, W.FAILED}),
+    W.RECEIVED: frozenset({W.APPLIED, W.IGNORED, W.MISMATCHED, W.FAILED}),
+    W.FAILED: frozenset({W.APPLIED, W.IGNORED, W.MISMATCHED, W.FAILED}),
     W.APPLIED: frozenset(),
     W.IGNORED: frozenset(),
+    W.MISMATCHED: frozenset(),
 }
+WEBHOOK_EVENT_SETTLED = frozenset({W.APPLIED, W.IGNORED, W.MISMATCHED})
 CHECKOUT_TRANSITIONS: dict[str, frozenset[str]] = {
     CheckoutSession.Status.OPEN: frozenset({CheckoutSession.Status.COMPLETE, CheckoutSession.Status.EXPIRED}),
     CheckoutSession.Status.COMPLETE: frozenset(),
@@ -550,15 +559,21 @@ def _transition(
             )
 
 
-def _fields_from_gateway(payment: Payment, result: GatewayPayment) -> dict[str, Any]:
+def _fields_from_gateway(payment: Payment, result: GatewayPayment, *, from_event: bool) -> dict[str, Any]:
+    """``from_event``: ``result`` came in a gateway event, not as the answer to our own call. Which
+    gateway object and account a payment is bound to is learnt only from our own calls."""
     fields: dict[str, Any] = {}
 
     def put(name: str, value: Any) -> None:
         if value is not None and getattr(payment, name) != value:
             fields[name] = value
 
-    if result.gateway_payment_id and not payment.gateway_payment_id:
-        put("gateway_payment_id", result.gateway_payment_id)
+    if not from_event:
+        if result.gateway_payment_id and not payment.gateway_payment_id:
+            put("gateway_payment_id", result.gateway_payment_id)
+        if result.merchant_account and not payment.merchant_account:
+            # Braintree names the default merchant account a payment made without one went to.
+            put("merchant_account", result.merchant_account[:64])
     put("amount_captured", result.amount_received if result.status == S.SUCCEEDED else None)
     if result.amount_refunded and result.amount_refunded > payment.amount_refunded:
         put("amount_refunded", result.amount_refunded)
@@ -592,6 +607,32 @@ def _fields_from_gateway(payment: Payment, result: GatewayPayment) -> dict[str, 
 class ApplyResult:
     applied: bool
     ignored_reason: str = ""
+    mismatch: str = ""  # why the gateway's state is not this payment's (nothing was written)
+
+
+def _state_mismatch(payment: Payment, result: GatewayPayment) -> str:
+    """Why ``result`` cannot be this payment's state ('' when it can).
+
+    Another gateway object or another account than the payment's is never applied, and a
+    payment becomes authorised or succeeded only for its own amount and currency.
+    """
+    ours = payment.gateway_payment_id
+    if result.gateway_payment_id and ours and result.gateway_payment_id != ours:
+        return f"the gateway's state is of {result.gateway_payment_id}, not {payment.public_id}'s {ours}"
+    account = payment.merchant_account
+    if result.merchant_account and account and result.merchant_account != account:
+        return (
+            f"the gateway's state is in account {result.merchant_account}, "
+            f"not {payment.public_id}'s {payment.merchant_account}"
+        )
+    if result.status in (S.SUCCEEDED, S.REQUIRES_CAPTURE) and (
+        (result.currency or "").upper() != payment.currency or result.amount != payment.amount
+    ):
+        return (
+            f"the gateway's {result.status} payment is of {result.amount} {result.currency or '?'} "
+            f"(minor units), not {payment.public_id}'s {payment.amount} {payment.currency}"
+        )
+    return ""
 
 
 def payment_apply_gateway_state(
@@ -629,7 +670,21 @@ def payment_apply_gateway_state(
                 occurred_at=occurred_at,
             )
             return ApplyResult(False, "stale")
-        fields = _fields_from_gateway(locked, result)
+        mismatch = _state_mismatch(locked, result)
+        if mismatch:
+            # Nothing is written to the payment. A gateway event's caller holds the event as
+            # mismatched (and audits it); our own calls to the gateway are audited here.
+            if source != "gateway":
+                log.warning("gateway state not applied to %s: %s", locked.public_id, mismatch)
+                audit.record(
+                    actor=None,
+                    action="payment.gateway_state_mismatched",
+                    target=locked,
+                    merchant=locked.merchant,
+                    details={"source": source, "reason": mismatch[:200]},
+                )
+            return ApplyResult(False, "mismatch", mismatch)
+        fields = _fields_from_gateway(locked, result, from_event=source == "gateway")
         if occurred_at:
             fields["last_event_at"] = occurred_at
         if result.status == locked.status:
@@ -1030,11 +1085,11 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_loc
                 if skip_locked and WebhookEvent.objects.filter(pk=webhook_pk).exists():
                     return "busy"
                 raise WebhookEvent.DoesNotExist(webhook_pk)
-            if row.status in (WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED):
+            if row.status in WEBHOOK_EVENT_SETTLED:
                 return row.status
             event = events_codec.decode(row.event)
-            outcome, note, merchant_id = _apply_event(event, row, give_up_on_missing=give_up_on_missing)
-            _webhook_event_settle(row, outcome, note=note, merchant_id=merchant_id)
+            outcome, note, merchant = _apply_event(event, row, give_up_on_missing=give_up_on_missing)
+            _webhook_event_settle(row, outcome, note=note, merchant=merchant)
             row.save(update_fields=WEBHOOK_EVENT_SETTLED_FIELDS)
     except WebhookEvent.DoesNotExist:
         raise
@@ -1046,19 +1101,38 @@ def webhook_apply(*, webhook_pk: int, give_up_on_missing: bool = False, skip_loc
     return outcome
 
 
-def _webhook_event_settle(row: WebhookEvent, outcome: str, *, note: str, merchant_id: int | None) -> None:
-    """Move a locked stored event to ``applied`` or ``ignored`` along its table (one attempt more).
+def _webhook_event_settle(row: WebhookEvent, outcome: str, *, note: str, merchant: Merchant | None) -> None:
+    """Move a locked stored event to ``applied``, ``ignored`` or ``mismatched`` along its table
+    (one attempt more). ``merchant``: the merchant of the payment the event named.
 
-    Not audited on its own: what the event changed wrote its audit events in this transaction.
+    An applied or ignored event is not audited on its own: what it changed wrote its audit
+    events in this transaction. A mismatched one changed nothing and is audited here, so the
+    attempt on another merchant's payment is on the record.
     The caller saves the row (``save`` for one, ``bulk_update`` for a batch).
     """
     if outcome not in WEBHOOK_EVENT_TRANSITIONS[row.status] or outcome == WEBHOOK_EVENT_FAILED:
         raise IllegalTransition(f"A stored webhook cannot move from {row.status} to {outcome}.")
+    previous = row.status
     row.status = outcome
     row.applied_at = timezone.now()
     row.last_error = note[:300]
-    row.merchant_id = merchant_id
+    row.merchant = merchant
     row.attempts += 1
+    if outcome == W.MISMATCHED:
+        log.warning("gateway event %s held as mismatched: %s", row.event_id, note)
+        audit.record(
+            actor=None,
+            action="webhook_event.mismatched",
+            target=row,
+            merchant=merchant,
+            details={
+                "from": previous,
+                "gateway": row.gateway,
+                "type": row.type,
+                "event_id": row.event_id[:80],
+                "reason": note[:200],
+            },
+        )
 
 
 WEBHOOK_EVENT_SETTLED_FIELDS = ["status", "applied_at", "last_error", "merchant", "attempts"]
@@ -1164,6 +1238,12 @@ def webhook_apply_batch(*, webhook_pks: list[int]) -> BatchApplied:
                     set_aside.add(key)  # the payment's later events stay behind this one
                     leftover.append(row.pk)
                     continue
+                problem = _event_binding_problem(event, payment)
+                if problem:
+                    # Changes nothing: the payment's later events in this batch apply as usual.
+                    _webhook_event_settle(row, W.MISMATCHED, note=problem, merchant=payment.merchant)
+                    done.append(row)
+                    continue
                 try:
                     with transaction.atomic():
                         assert event.payment is not None  # for mypy: _batchable checked it
@@ -1174,10 +1254,8 @@ def webhook_apply_batch(*, webhook_pks: list[int]) -> BatchApplied:
                     set_aside.add(key)  # its in-memory payment may be ahead of the database now
                     leftover.append(row.pk)
                     continue
-                outcome = WebhookEvent.Status.APPLIED if result.applied else WebhookEvent.Status.IGNORED
-                _webhook_event_settle(
-                    row, outcome, note=result.ignored_reason, merchant_id=payment.merchant_id
-                )
+                outcome, note = _payment_outcome(result)
+                _webhook_event_settle(row, outcome, note=note, merchant=payment.merchant)
                 done.append(row)
         WebhookEvent.objects.bulk_update(done, WEBHOOK_EVENT_SETTLED_FIELDS)
     return BatchApplied([row.pk for row in done], leftover)
@@ -1209,8 +1287,8 @@ def webhook_event_fail(*, webhook_pk: int, reason: str) -> bool:
 
 def _apply_event(
     event: GatewayEvent, row: WebhookEvent, *, give_up_on_missing: bool
-) -> tuple[str, str, int | None]:
-    applied, ignored = WebhookEvent.Status.APPLIED, WebhookEvent.Status.IGNORED
+) -> tuple[str, str, Merchant | None]:
+    applied, ignored, mismatched = W.APPLIED, W.IGNORED, W.MISMATCHED
     if not event.known or event.kind == "unknown":
         return ignored, f"unhandled event type {event.type}", None
     # A payment event from a gateway we trust as sent is applied under the lock taken here
@@ -1226,19 +1304,29 @@ def _apply_event(
         # Braintree refunds are credit transactions: their settlement notifications name the
         # credit, not the sale. Ask Braintree for the credit and let the refund follow it.
         refund = (
-            Refund.objects.select_related("payment")
+            Refund.objects.select_related("payment__merchant")
             .filter(gateway_refund_id=event.gateway_payment_id, payment__gateway=event.gateway)
             .first()
         )
         if refund is not None:
+            problem = _event_binding_problem(event, refund.payment)
+            if problem:
+                return mismatched, problem, refund.payment.merchant
             gateway = registry.gateway_for(refund.payment.gateway)
             state = gateway.fetch_refund(payment_ref_for(refund.payment), refund.gateway_refund_id)  # type: ignore[attr-defined]
             outcome = _apply_refund_event(replace(event, kind="refund", refund=state), refund.payment)
-            return outcome, "", refund.merchant_id
+            return outcome, "", refund.payment.merchant
     if payment is None:
         if give_up_on_missing:
             return ignored, "no matching payment", None
         raise PaymentNotFoundYet(event.event_id)
+    problem = _event_binding_problem(event, payment)
+    if problem:
+        return mismatched, problem, payment.merchant
+    if not _names_our_object(event, payment):
+        # Found only through the id the event echoes (metadata, order id): whatever else it
+        # carries is about another gateway object. Ours is asked for by its own id instead.
+        return mismatched, _refetch_instead_of(event, payment, already_locked=lock_now), payment.merchant
     if event.kind == "payment" and event.payment is not None:
         state = event.payment
         if event.gateway in REFETCH_ON_PAYMENT_EVENT:
@@ -1247,11 +1335,23 @@ def _apply_event(
         if _needs_refetch(result, payment):
             # Order matters here: ask the gateway what is true now.
             payment_refetch(payment=payment, source="gateway")
-        return (applied if result.applied else ignored), result.ignored_reason, payment.merchant_id
+        outcome, note = _payment_outcome(result)
+        return outcome, note, payment.merchant
     if event.kind == "refund":
-        return _apply_refund_event(event, payment, already_locked=lock_now), "", payment.merchant_id
+        return _apply_refund_event(event, payment, already_locked=lock_now), "", payment.merchant
     if event.kind == "dispute" and event.dispute is not None:
-        return _apply_dispute(event, event.dispute, payment), "", payment.merchant_id
+        elsewhere = (
+            Dispute.objects.filter(
+                gateway=payment.gateway, gateway_dispute_id=event.dispute.gateway_dispute_id
+            )
+            .exclude(payment=payment)
+            .values_list("payment__public_id", flat=True)
+            .first()
+        )
+        if elsewhere:
+            note = f"dispute {event.dispute.gateway_dispute_id} is {elsewhere}'s, not {payment.public_id}'s"
+            return mismatched, note, payment.merchant
+        return _apply_dispute(event, event.dispute, payment), "", payment.merchant
     if event.kind == "fraud_warning":
         with transaction.atomic():
             locked = payment if lock_now else Payment.objects.select_for_update().get(pk=payment.pk)
@@ -1266,8 +1366,71 @@ def _apply_event(
                     occurred_at=event.created,
                     message="Early fraud warning from the card issuer: consider refunding before a dispute.",
                 )
-        return applied, "", payment.merchant_id
-    return ignored, f"nothing to apply for {event.type}", payment.merchant_id
+        return applied, "", payment.merchant
+    return ignored, f"nothing to apply for {event.type}", payment.merchant
+
+
+def _payment_outcome(result: ApplyResult) -> tuple[str, str]:
+    """The stored event's status and note after its payment state was offered to the payment."""
+    if result.mismatch:
+        return W.MISMATCHED, result.mismatch
+    return (W.APPLIED if result.applied else W.IGNORED), result.ignored_reason
+
+
+def _event_binding_problem(event: GatewayEvent, payment: Payment) -> str:
+    """Why a verified event may not touch ``payment`` ('' when it may).
+
+    A signature proves only that the gateway sent the event, not that it is about this payment:
+    every connected account's (Stripe) and merchant account's (Braintree) events reach the one
+    endpoint. The event must come from the payment's mode and the payment's account, and what
+    it says about money must be in the payment's currency and within its amount.
+    """
+    mode = "live" if event.livemode else "test"
+    if mode != payment.mode:
+        return f"a {mode}-mode event names {payment.public_id}, a {payment.mode}-mode payment"
+    if event.account_known and (event.account or "") != (payment.merchant_account or ""):
+        return (
+            f"an event of account {event.account or '(platform)'} names {payment.public_id}, "
+            f"of account {payment.merchant_account or '(platform)'}"
+        )
+    claims: list[tuple[int | None, str | None]] = []
+    if event.kind == "refund":
+        refund = event.refund
+        claims.append((refund.amount, refund.currency) if refund else (event.amount_refunded, event.currency))
+    elif event.kind == "dispute" and event.dispute is not None:
+        claims.append((event.dispute.amount, event.dispute.currency))
+    for amount, currency in claims:
+        if currency and currency.upper() != payment.currency:
+            return f"an event in {currency.upper()} names {payment.public_id}, a {payment.currency} payment"
+        if amount is not None and amount > payment.amount:
+            return (
+                f"an event for {amount} {payment.currency} (minor units) names {payment.public_id}, "
+                f"a payment of {payment.amount}"
+            )
+    return ""
+
+
+def _names_our_object(event: GatewayEvent, payment: Payment) -> bool:
+    """Whether the event is about the gateway object we stored for ``payment`` (not found only
+    through the payment id it echoes in its metadata or order id)."""
+    return bool(event.gateway_payment_id) and event.gateway_payment_id == payment.gateway_payment_id
+
+
+def _refetch_instead_of(event: GatewayEvent, payment: Payment, *, already_locked: bool) -> str:
+    """The event named ``payment`` only through its metadata: nothing it carries is applied.
+    Our own gateway object is fetched by the id we stored and its state applied (what is
+    true moves the payment, if anything does). Returns the reason the event is held."""
+    named = f"an event about {event.gateway_payment_id or 'another object'} names {payment.public_id}"
+    if not payment.gateway_payment_id:
+        return f"{named} in its metadata only; the payment has no gateway id of ours to check it by"
+    state = registry.gateway_for(payment.gateway).fetch_payment(payment_ref_for(payment))
+    result = payment_apply_gateway_state(
+        payment=payment, result=state, source="refetch", already_locked=already_locked
+    )
+    return (
+        f"{named} in its metadata only, not our {payment.gateway_payment_id}; that was re-fetched by its "
+        f"own id ({'applied' if result.applied else result.mismatch or result.ignored_reason or 'unchanged'})"
+    )
 
 
 def _apply_refund_event(event: GatewayEvent, payment: Payment, *, already_locked: bool = False) -> str:

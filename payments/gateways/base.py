@@ -397,7 +397,11 @@ class GatewayEvent:
     dispute: GatewayDispute | None = None
     fraud_warning: GatewayFraudWarning | None = None
     fraud: FraudAssessment | None = None
-    account: str | None = None  # connected account the event belongs to
+    account: str | None = None  # connected account (Stripe) / merchant account id (Braintree) it belongs to
+    # False when the notification does not say which account it belongs to (some Braintree
+    # notifications); ``account`` is then None and its object is judged by what we fetch.
+    # True (the default) with ``account`` None means the platform's own account (Stripe).
+    account_known: bool = True
     livemode: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

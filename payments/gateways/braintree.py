@@ -687,7 +687,6 @@ class BraintreeGateway:
             "event_id": f"bt_{digest[:40]}",
             "type": kind,
             "created": created,
-            "account": _get(notification, "source_merchant_id"),
             "livemode": self.environment == "production",
             "raw": raw,
         }
@@ -705,6 +704,7 @@ class BraintreeGateway:
                 payment = _with_status(payment, "succeeded", settled=True)
             return GatewayEvent(
                 kind="payment",
+                **_event_account(notification, payment.merchant_account),
                 object_id=payment.gateway_payment_id,
                 status=payment.status,
                 gateway_payment_id=payment.gateway_payment_id,
@@ -720,6 +720,7 @@ class BraintreeGateway:
             dispute = dispute_from_braintree(dispute_obj)
             return GatewayEvent(
                 kind="dispute",
+                **_event_account(notification, _get(dispute_obj, "merchant_account_id")),
                 object_id=dispute.gateway_dispute_id,
                 status=dispute.status,
                 gateway_payment_id=dispute.gateway_payment_id,
@@ -739,7 +740,23 @@ class BraintreeGateway:
                 if isinstance(value, dict) and isinstance(value.get("id"), str):
                     object_id = value["id"]
                     break
-        return GatewayEvent(kind="unknown", known=False, object_id=object_id, **common)
+        return GatewayEvent(kind="unknown", known=False, object_id=object_id, account_known=False, **common)
+
+
+def _event_account(notification: Any, merchant_account: Any) -> dict[str, Any]:
+    """Which account a notification's transaction or dispute belongs to, for ``GatewayEvent``.
+
+    Our payments are all made in our own gateway, in the merchant account the payment names.
+    A notification sent on behalf of another Braintree merchant (``source_merchant_id``, a
+    partner connection) is about that merchant's objects: its account never matches one of ours.
+    Notifications that do not name a merchant account say nothing either way (``account_known``
+    false): what the transaction's own record says, fetched by our id, is judged instead.
+    """
+    account = str(merchant_account) if isinstance(merchant_account, str) and merchant_account else None
+    source = _get(notification, "source_merchant_id")
+    if source:
+        return {"account": f"{source}:{account or ''}", "account_known": True}
+    return {"account": account, "account_known": account is not None}
 
 
 def _with_status(payment: GatewayPayment, status: str, *, settled: bool) -> GatewayPayment:

@@ -342,6 +342,10 @@ class WebhookEvent(models.Model):
         APPLIED = "applied", "Applied"
         IGNORED = "ignored", "Ignored"
         FAILED = "failed", "Failed"
+        # Signed, but not about the payment it names: another connected account or merchant
+        # account, the other mode, a gateway object that is not ours, another amount or
+        # currency. Kept, never applied, audited, and listed for platform admins.
+        MISMATCHED = "mismatched", "Mismatched (held)"
 
     public_id = models.CharField(max_length=40, unique=True, default=public_id_default("whe"), editable=False)
     gateway = models.CharField(max_length=20, choices=GATEWAY_CHOICES)

@@ -31,7 +31,8 @@ def test_successful_payment_completes_the_session(client, tenant):
     session.refresh_from_db()
     assert session.status == CheckoutSession.Status.COMPLETE
     done = client.get(response["Location"]).content.decode()
-    assert "Payment successful" in done and payment.public_id in done
+    assert "Payment successful" in done and session.public_id in done
+    assert payment.public_id not in done  # the result page prints no id that grants anything
 
 
 def test_browser_cannot_change_the_amount_or_currency(client, tenant):
@@ -119,7 +120,8 @@ def test_paid_link_cannot_be_paid_twice(client, tenant):
     )
     payment = latest_payment(session)
     assert payment.amount_captured == session.amount
-    assert payment.public_id in client.get(again["Location"]).content.decode()
+    receipt = client.get(again["Location"]).content.decode()
+    assert "Payment successful" in receipt and "49.90" in receipt and session.public_id in receipt
 
 
 def test_unknown_link_is_404(client):

@@ -42,7 +42,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from braintree import BraintreeGateway as SdkGateway
@@ -54,6 +53,7 @@ from payments.models import CheckoutSession, Payment, PaymentSettings, Refund, W
 from payments.services import payment_move_allowed
 from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
+from tests.payments import braintree_notifications
 from tests.payments.conftest import make_braintree_gateway
 from tests.payments.gateway_helpers import UNREADABLE
 from tests.payments.helpers import latest_payment, new_session
@@ -98,10 +98,8 @@ class BraintreeWorld:
         )
 
     def notification(self, kind: str, object_id: str) -> bytes:
-        sample = self.sdk.webhook_testing.sample_notification(kind, object_id)
-        return urlencode(
-            {"bt_signature": sample["bt_signature"], "bt_payload": sample["bt_payload"]}
-        ).encode()
+        """The SDK's sample, naming the merchant's account as Braintree's own notifications do."""
+        return braintree_notifications.notification(self.sdk, kind, object_id, merchant_account="fake_usd")
 
     def deliver(self, body: bytes):  # noqa: ANN201
         with self.run_on_commit(execute=True):
