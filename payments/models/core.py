@@ -286,6 +286,12 @@ class Refund(models.Model):
     def __str__(self) -> str:
         return self.public_id
 
+    @property
+    def awaiting_confirmation(self) -> bool:
+        """Sent (or being sent) to the gateway with no answer read yet: pending until it is
+        found there (``payments.services.refund_settle``)."""
+        return self.status == self.Status.PENDING and not self.gateway_refund_id
+
 
 class Dispute(models.Model):
     class Status(models.TextChoices):

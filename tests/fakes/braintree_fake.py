@@ -17,7 +17,9 @@ the 3D Secure nonces) and test amounts (2000.00-2999.99 decline with that
 processor response code, 3000.00-3000.99 fail with 3000). ``api_request_key``
 gives at-most-once processing: the same key returns the same transaction.
 Refunds of unsettled sales fail with 91506, as Braintree's do. :meth:`BraintreeFake.fail_next`
-answers the next requests with an HTTP error (429 rate limit, 5xx outage).
+answers the next requests with an HTTP error (429 rate limit, 5xx outage);
+:meth:`~tests.fakes._server.FakeServer.drop_answers` does the work of the next matching
+requests and loses their answers (a timeout after the refund was made).
 """
 
 from __future__ import annotations
@@ -200,6 +202,7 @@ class BraintreeFake(FakeServer):
             self.request_keys: dict[str, str] = {}  # api_request_key -> transaction id
             self.client_tokens: list[dict[str, Any]] = []
             self._failures: list[int] = []
+            self._drops.clear()
             self.requests.clear()
 
     # --- test controls ---

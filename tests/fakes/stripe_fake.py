@@ -11,13 +11,14 @@ PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclinedInsufficientFunds``,
 
 Endpoints: ``POST /v1/payment_intents``, ``POST /v1/payment_intents/{id}``
 ``/confirm``, ``/capture``, ``/cancel``; ``GET /v1/payment_intents/{id}``;
-``POST /v1/refunds``; ``GET /v1/refunds/{id}``; ``GET /v1/charges/{id}``.
+``POST /v1/refunds``; ``GET /v1/refunds`` (list); ``GET /v1/refunds/{id}``; ``GET /v1/charges/{id}``.
 
 Test controls (what a customer or Stripe would do out of band):
 :meth:`StripeFake.complete_three_ds` (the customer passes or fails the
 challenge), :meth:`StripeFake.hold_processing` (a delayed payment method),
 :meth:`StripeFake.finish_refund` (a pending refund settles or fails),
 :meth:`StripeFake.fail_next` (transient 500s),
+:meth:`~tests.fakes._server.FakeServer.drop_answers` (the work done, the answer lost: a timeout),
 :meth:`StripeFake.alter_next_answer` (an answer off Stripe's documented shape),
 :meth:`StripeFake.build_event` / :meth:`StripeFake.signed_event` (webhooks
 shaped and signed like Stripe's).
@@ -220,6 +221,7 @@ class StripeFake(FakeServer):
             self.accounts: dict[str, _Account] = {}
             self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
             self._failures: list[int] = []
+            self._drops.clear()
             self._alterations: list[Callable[[dict[str, Any]], None]] = []
             self.requests.clear()
 
@@ -437,6 +439,8 @@ class StripeFake(FakeServer):
                 return 200, self._cancel(acct, intent, params)
         if method == "POST" and path == "/v1/refunds":
             return 200, self._refund(acct, params)
+        if method == "GET" and path == "/v1/refunds":
+            return 200, self._list_refunds(acct, params)
         match = re.fullmatch(r"/v1/(refunds|charges)/([^/]+)", path)
         if match and method == "GET":
             store = acct.refunds if match.group(1) == "refunds" else acct.charges
@@ -671,6 +675,22 @@ class StripeFake(FakeServer):
         return self._expand(acct, intent, params)
 
     # --- Refunds ---
+
+    def _list_refunds(self, acct: _Account, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /v1/refunds``: newest first, filtered by ``payment_intent`` or ``charge``,
+        paged with ``limit`` (default 10, at most 100) and ``starting_after``."""
+        found = list(reversed(acct.refunds.values()))  # kept in creation order
+        for name in ("payment_intent", "charge"):
+            if params.get(name):
+                found = [r for r in found if r.get(name) == params[name]]
+        after = params.get("starting_after")
+        if after:
+            ids = [r["id"] for r in found]
+            if after not in ids:
+                raise _invalid(f"No such refund: '{after}'", code="resource_missing", status=404)
+            found = found[ids.index(after) + 1 :]
+        limit = max(1, min(100, int(params.get("limit") or 10)))
+        return {"object": "list", "url": "/v1/refunds", "has_more": len(found) > limit, "data": found[:limit]}
 
     def _refund(self, acct: _Account, params: dict[str, Any]) -> dict[str, Any]:
         intent_id = params.get("payment_intent")
