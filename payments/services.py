@@ -301,7 +301,7 @@ class CheckoutStart:
 
 
 def checkout_begin(
-    *, session: CheckoutSession, customer_ip: str | None = None, ip_country: str = ""
+    *, session: CheckoutSession, customer_ip: str | None = None, ip_country: str = "", _retried: bool = False
 ) -> CheckoutStart:
     """Open (or reopen) the payment behind a checkout page and get the card form's configuration.
 
@@ -384,8 +384,22 @@ def checkout_begin(
         )
     gateway = registry.gateway_for(payment.gateway)
     request = payment_request_for(payment)
+    if payment.gateway_payment_id:
+        # The gateway's object exists: it is retrieved, never created again. A link lives up to
+        # 30 days and Stripe forgets an idempotency key after 24 hours, so a create call would
+        # then make a second PaymentIntent while we keep the first one's id.
+        result = gateway.fetch_payment(payment_ref_for(payment))
+        if result.status != payment.status and not _retried:
+            # It moved on at the gateway (paid, or canceled) before its webhook reached us.
+            payment_apply_gateway_state(payment=payment, result=result, source="checkout")
+            payment.refresh_from_db()
+            if payment.status in TERMINAL_PAYMENT:  # paid: the link is complete; canceled: start anew
+                return checkout_begin(
+                    session=session, customer_ip=customer_ip, ip_country=ip_country, _retried=True
+                )
+        return CheckoutStart(payment=payment, client=gateway.client_config(request, result))
     result = gateway.create_payment(request)
-    if not payment.gateway_payment_id and result.gateway_payment_id:
+    if result.gateway_payment_id:
         Payment.objects.filter(pk=payment.pk, gateway_payment_id__isnull=True).update(
             gateway_payment_id=result.gateway_payment_id
         )

@@ -4,7 +4,8 @@ It speaks what the real API speaks: form-encoded POST bodies with bracketed
 nested keys (``metadata[payment_id]=...``, ``expand[0]=latest_charge``), JSON
 answers, ``Authorization: Bearer sk_test_...``, the ``Stripe-Account`` header
 (objects live per account), ``Idempotency-Key`` (same key and parameters: the
-first answer is replayed; same key, other parameters: ``idempotency_error``),
+first answer is replayed; same key, other parameters: ``idempotency_error``; a key is
+forgotten 24 hours after its first use, as Stripe's are),
 402 ``card_error`` bodies carrying the PaymentIntent, and Stripe's test
 PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclinedInsufficientFunds``,
 ``pm_card_threeDSecure2Required``, ``pm_card_radarBlock``...).
@@ -45,6 +46,7 @@ from urllib.parse import parse_qsl
 from tests.fakes._server import FakeServer, RecordedRequest, Response
 
 API_VERSION = "2026-10-28.endive"
+IDEMPOTENCY_KEY_TTL = 24 * 3600  # seconds
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -219,13 +221,24 @@ class StripeFake(FakeServer):
         """Forget every object, idempotency key, injected failure and recorded request."""
         with self.lock:
             self.accounts: dict[str, _Account] = {}
-            self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
+            # (account, key) -> (request fingerprint, first answer, when first used)
+            self.idempotency: dict[tuple[str, str], tuple[str, Response, float]] = {}
+            self.clock_offset = 0.0
             self._failures: list[int] = []
             self._drops.clear()
             self._alterations: list[Callable[[dict[str, Any]], None]] = []
             self.requests.clear()
 
     # --- test controls ---
+
+    def now(self) -> float:
+        """The fake's clock: the real one, moved on by :meth:`advance_clock`."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let ``seconds`` pass at Stripe (idempotency keys older than 24 hours are forgotten)."""
+        with self.lock:
+            self.clock_offset += seconds
 
     def fail_next(self, status: int = 500, count: int = 1) -> None:
         """Answer the next ``count`` API requests with ``status`` (a transient outage)."""
@@ -373,6 +386,9 @@ class StripeFake(FakeServer):
         with self.lock:
             if request.method == "POST" and idem_key:
                 stored = self.idempotency.get((account, idem_key))
+                if stored is not None and self.now() - stored[2] > IDEMPOTENCY_KEY_TTL:
+                    del self.idempotency[(account, idem_key)]  # Stripe has forgotten it
+                    stored = None
                 if stored is not None:
                     if stored[0] != fingerprint:
                         return self._error(
@@ -402,7 +418,7 @@ class StripeFake(FakeServer):
             except StripeError as exc:
                 response = self._error(exc)
             if request.method == "POST" and idem_key and response.status < 500:
-                self.idempotency[(account, idem_key)] = (fingerprint, response)
+                self.idempotency[(account, idem_key)] = (fingerprint, response, self.now())
             return response
 
     def _json(self, status: int, payload: Any) -> Response:
