@@ -421,6 +421,18 @@ def checkout_confirm(
         raise ApplicationError("Choose a payment method.", code="missing_payment_method")
     start = checkout_begin(session=session, customer_ip=customer_ip, ip_country=ip_country)
     payment = start.payment
+    gateway = registry.gateway_for(payment.gateway)
+    if payment.confirm_outcome_unknown:
+        # The last attempt's answer was lost: it may have charged the card. Ask first.
+        earlier = gateway.find_payment(
+            payment_request_for(payment), gateway_payment_id=payment.gateway_payment_id
+        )
+        if earlier is not None and earlier.status not in (S.FAILED, S.CANCELED, S.REQUIRES_PAYMENT_METHOD):
+            payment_apply_gateway_state(payment=payment, result=earlier, source="checkout")
+            Payment.objects.filter(pk=payment.pk).update(confirm_outcome_unknown=False)
+            payment.refresh_from_db()
+            return payment
+        Payment.objects.filter(pk=payment.pk).update(confirm_outcome_unknown=False)
     with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if locked.status in TERMINAL_PAYMENT or locked.status == S.PROCESSING:
@@ -432,15 +444,19 @@ def checkout_confirm(
             locked.ip_country = ip_country
             update.append("ip_country")
         locked.save(update_fields=update)
-    gateway = registry.gateway_for(payment.gateway)
-    result = gateway.confirm_payment(
-        payment_request_for(locked),
-        payment_method=payment_method,
-        gateway_payment_id=locked.gateway_payment_id,
-        attempt=locked.attempts,
-        return_url=return_url,
-        device_data=device_data,
-    )
+    try:
+        result = gateway.confirm_payment(
+            payment_request_for(locked),
+            payment_method=payment_method,
+            gateway_payment_id=locked.gateway_payment_id,
+            attempt=locked.attempts,
+            return_url=return_url,
+            device_data=device_data,
+        )
+    except GatewayError as exc:
+        if exc.outcome_unknown:
+            Payment.objects.filter(pk=locked.pk).update(confirm_outcome_unknown=True)
+        raise
     payment_apply_gateway_state(payment=locked, result=result, source="checkout")
     if payment.gateway == "simulated":
         schedule_simulated_webhook(locked)

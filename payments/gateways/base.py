@@ -471,6 +471,14 @@ class PaymentGateway(Protocol):
         """The payment's current state at the gateway."""
         ...
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        """The payment's latest attempt at the gateway (by the gateway's id, or by ours where the
+        gateway makes a new object per attempt), or ``None`` when there is none. For a confirm
+        whose answer was lost: asked before another attempt is sent, so a card is never charged twice."""
+        ...
+
     def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
         """A refund's current state at the gateway, by the gateway's id for it."""
         ...

@@ -628,6 +628,26 @@ class BraintreeGateway:
         txn = self._call(self.sdk.transaction.find, ref.gateway_payment_id)
         return payment_from_transaction(txn, gateway=self.name, request_currency=ref.currency)
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        """Each attempt is a sale of its own, and Braintree keeps no idempotency key we can trust
+        across a lost answer: the sales whose ``order_id`` is our payment id are searched, and the
+        one that went through (or else the latest) is the payment's record."""
+        found = self._call(
+            self.sdk.transaction.search, [braintree_sdk.TransactionSearch.order_id == request.payment_id]
+        )
+        sales = [
+            payment_from_transaction(txn, gateway=self.name, request_currency=request.currency)
+            for txn in found.items
+            if _get(txn, "type") == "sale"
+        ]
+        if not sales:
+            return None
+        through = [p for p in sales if p.status not in ("failed", "canceled", "requires_payment_method")]
+        latest = max(through or sales, key=lambda p: p.created or datetime.min.replace(tzinfo=UTC))
+        return latest
+
     def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
         """A refund's current state: Braintree refunds are credit transactions of their own
         (or, for a sale refunded before it settled, the voided sale itself)."""

@@ -539,6 +539,12 @@ class SimulatedGateway:
             raise known_error("not_found", gateway=NAME)
         return self._payment(row)
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        row = self._find(gateway_payment_id, request.merchant_account) if gateway_payment_id else None
+        return self._payment(row) if row is not None else None
+
     def _refunds(self, ref: PaymentRef) -> list[dict[str, Any]]:
         row = self._find(ref.gateway_payment_id, ref.merchant_account)
         if row is None:

@@ -758,6 +758,14 @@ class StripeGateway:
     def fetch_payment(self, ref: PaymentRef) -> GatewayPayment:
         return self._retrieve(ref.gateway_payment_id, ref.merchant_account)
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        # Every attempt confirms the same PaymentIntent: it is the record of them all.
+        if not gateway_payment_id:
+            return None
+        return self._retrieve(gateway_payment_id, request.merchant_account)
+
     def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
         refunds: Any = self._client.v1.refunds
         options = self._options(None, ref.merchant_account)

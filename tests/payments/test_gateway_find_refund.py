@@ -82,3 +82,24 @@ def test_simulated_finds_a_refund_by_our_id(
     assert simulated_gateway.find_refund(ref, refund_id="re_sim") == made
     assert simulated_gateway.fetch_refund(ref, made.gateway_refund_id) == made
     assert simulated_gateway.find_refund(ref, refund_id="re_other") is None
+
+
+def test_braintree_finds_the_sale_that_went_through_by_our_payment_id(
+    braintree_gateway: BraintreeGateway, payment_request: MakeRequest
+) -> None:
+    request = payment_request(currency="USD", merchant_account="fake_usd", amount=5000)
+    assert braintree_gateway.find_payment(request, gateway_payment_id=None) is None
+    declined = braintree_gateway.confirm_payment(
+        request, payment_method="fake-processor-declined-visa-nonce", attempt=1
+    )
+    paid = braintree_gateway.confirm_payment(request, payment_method="fake-valid-nonce", attempt=2)
+    assert declined.gateway_payment_id != paid.gateway_payment_id
+
+    found = braintree_gateway.find_payment(request, gateway_payment_id=declined.gateway_payment_id)
+
+    assert found is not None
+    assert (found.gateway_payment_id, found.status, found.amount) == (
+        paid.gateway_payment_id,
+        "succeeded",
+        5000,
+    )

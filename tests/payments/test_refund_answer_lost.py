@@ -264,3 +264,29 @@ def test_api_refund_whose_answer_was_lost_is_answered_as_pending(tenant: Any, on
     shown = call("GET", f"/api/v1/refunds/{created.json()['id']}", key=key)
     assert shown.json()["status"] == "pending"
     assert stripe_refunds(on_stripe) == [2500]
+
+
+# --- The same flaw at checkout: a Braintree sale whose answer was lost ------------------------------------
+
+
+def test_a_braintree_sale_whose_answer_was_lost_is_found_before_the_customer_is_charged_again(
+    tenant: Any, on_braintree: BraintreeFake
+) -> None:
+    session = new_session(tenant, amount=2500, currency="USD")
+    browser = Client()
+    on_braintree.drop_answers("POST", r"/merchants/[^/]+/transactions")
+
+    first = browser.post(f"/pay/{session.public_id}/", {"payment_method_nonce": "fake-valid-nonce"})
+
+    assert first.status_code == 400
+    assert "We could not reach the payment provider. Try again in a moment." in text(first)
+    sales = [t for t in on_braintree.transactions.values() if t["type"] == "sale"]
+    assert [s["status"] for s in sales] == ["submitted_for_settlement"]  # the card was charged
+
+    # The customer presses Pay again.
+    again = browser.post(f"/pay/{session.public_id}/", {"payment_method_nonce": "fake-valid-nonce"})
+
+    assert again.status_code == 302 and again["Location"].endswith("/done/")
+    assert [t["id"] for t in on_braintree.transactions.values() if t["type"] == "sale"] == [sales[0]["id"]]
+    payment = latest_payment(session)
+    assert (payment.status, payment.gateway_payment_id, payment.attempts) == ("succeeded", sales[0]["id"], 1)
