@@ -347,6 +347,8 @@ REST_FRAMEWORK = {
 }
 # Requests per API key (or per signed-in user) per period: "<n>/<second|minute|hour|day>".
 API_RATE_LIMIT: str = env.str("API_RATE_LIMIT", default="100/minute")
+# Requests to the public checkout pages (/pay/...) per client address per period, same format.
+CHECKOUT_RATE_LIMIT: str = env.str("CHECKOUT_RATE_LIMIT", default="60/minute")
 SPECTACULAR_SETTINGS = {
     "TITLE": "fintech_portal API",
     "DESCRIPTION": (

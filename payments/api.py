@@ -312,7 +312,10 @@ class RefundListCreate(MerchantApiView):
         summary="Refund all or part of a payment",
         description=(
             "Never more than was captured, counting refunds still pending; the same limits as the dashboard. "
-            "Team members need the owner or admin role and a second factor entered in the last 5 minutes."
+            "Team members need the owner or admin role and a second factor entered in the last 5 minutes. "
+            "If the payment provider's answer is lost, the refund is answered with status `pending` and "
+            "confirmed later (it is never sent twice); while it is, other refunds of the payment are "
+            "refused with 409 `refund_unconfirmed`."
         ),
         parameters=[IDEMPOTENCY_PARAMETER],
         request=RefundCreateSerializer,

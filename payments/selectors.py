@@ -50,6 +50,14 @@ def refunds_for_payment(payment: Payment) -> QuerySet[Refund]:
     )
 
 
+def refunds_awaiting_confirmation(payment: Payment) -> QuerySet[Refund]:
+    """The payment's refunds sent to the gateway whose answer was never read (pending, without
+    the gateway's id): looked for at the gateway before another refund is sent."""
+    return Refund.objects.filter(
+        merchant_id=payment.merchant_id, payment=payment, status=Refund.Status.PENDING, gateway_refund_id=""
+    ).order_by("created_at", "pk")
+
+
 def payment_refund_totals(payment: Payment) -> tuple[int, int]:
     """The payment's refunded amounts: (succeeded, still pending)."""
     totals = dict(

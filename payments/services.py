@@ -310,7 +310,7 @@ class CheckoutStart:
 
 
 def checkout_begin(
-    *, session: CheckoutSession, customer_ip: str | None = None, ip_country: str = ""
+    *, session: CheckoutSession, customer_ip: str | None = None, ip_country: str = "", _retried: bool = False
 ) -> CheckoutStart:
     """Open (or reopen) the payment behind a checkout page and get the card form's configuration.
 
@@ -393,8 +393,22 @@ def checkout_begin(
         )
     gateway = registry.gateway_for(payment.gateway)
     request = payment_request_for(payment)
+    if payment.gateway_payment_id:
+        # The gateway's object exists: it is retrieved, never created again. A link lives up to
+        # 30 days and Stripe forgets an idempotency key after 24 hours, so a create call would
+        # then make a second PaymentIntent while we keep the first one's id.
+        result = gateway.fetch_payment(payment_ref_for(payment))
+        if result.status != payment.status and not _retried:
+            # It moved on at the gateway (paid, or canceled) before its webhook reached us.
+            payment_apply_gateway_state(payment=payment, result=result, source="checkout")
+            payment.refresh_from_db()
+            if payment.status in TERMINAL_PAYMENT:  # paid: the link is complete; canceled: start anew
+                return checkout_begin(
+                    session=session, customer_ip=customer_ip, ip_country=ip_country, _retried=True
+                )
+        return CheckoutStart(payment=payment, client=gateway.client_config(request, result))
     result = gateway.create_payment(request)
-    if not payment.gateway_payment_id and result.gateway_payment_id:
+    if result.gateway_payment_id:
         Payment.objects.filter(pk=payment.pk, gateway_payment_id__isnull=True).update(
             gateway_payment_id=result.gateway_payment_id
         )
@@ -416,6 +430,18 @@ def checkout_confirm(
         raise ApplicationError("Choose a payment method.", code="missing_payment_method")
     start = checkout_begin(session=session, customer_ip=customer_ip, ip_country=ip_country)
     payment = start.payment
+    gateway = registry.gateway_for(payment.gateway)
+    if payment.confirm_outcome_unknown:
+        # The last attempt's answer was lost: it may have charged the card. Ask first.
+        earlier = gateway.find_payment(
+            payment_request_for(payment), gateway_payment_id=payment.gateway_payment_id
+        )
+        if earlier is not None and earlier.status not in (S.FAILED, S.CANCELED, S.REQUIRES_PAYMENT_METHOD):
+            payment_apply_gateway_state(payment=payment, result=earlier, source="checkout")
+            Payment.objects.filter(pk=payment.pk).update(confirm_outcome_unknown=False)
+            payment.refresh_from_db()
+            return payment
+        Payment.objects.filter(pk=payment.pk).update(confirm_outcome_unknown=False)
     with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         if locked.status in TERMINAL_PAYMENT or locked.status == S.PROCESSING:
@@ -427,15 +453,19 @@ def checkout_confirm(
             locked.ip_country = ip_country
             update.append("ip_country")
         locked.save(update_fields=update)
-    gateway = registry.gateway_for(payment.gateway)
-    result = gateway.confirm_payment(
-        payment_request_for(locked),
-        payment_method=payment_method,
-        gateway_payment_id=locked.gateway_payment_id,
-        attempt=locked.attempts,
-        return_url=return_url,
-        device_data=device_data,
-    )
+    try:
+        result = gateway.confirm_payment(
+            payment_request_for(locked),
+            payment_method=payment_method,
+            gateway_payment_id=locked.gateway_payment_id,
+            attempt=locked.attempts,
+            return_url=return_url,
+            device_data=device_data,
+        )
+    except GatewayError as exc:
+        if exc.outcome_unknown:
+            Payment.objects.filter(pk=locked.pk).update(confirm_outcome_unknown=True)
+        raise
     payment_apply_gateway_state(payment=locked, result=result, source="checkout")
     if payment.gateway == "simulated":
         schedule_simulated_webhook(locked)
@@ -825,6 +855,13 @@ def _review_close(payment: Payment, *, actor: User, approve: bool, message: str)
 REFUNDER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
 
 
+# A refund sent to the gateway whose answer never came (a timeout, an unreadable answer) stays
+# pending and is looked for at the gateway before anything else is sent for that payment. One
+# the gateway still has no record of this long after it was sent never got there: it fails.
+REFUND_CONFIRM_GRACE = timedelta(minutes=10)
+REFUND_NEVER_ARRIVED = "The payment provider has no record of this refund: nothing was refunded."
+
+
 def refund_create(
     *,
     actor: User | None,
@@ -838,6 +875,12 @@ def refund_create(
 
     Never more than captured, counting refunds still pending. Idempotent per
     ``refund_public_id``: submitting the same id again returns the same refund.
+
+    The refund is committed as pending, with its id, before the gateway is called, so a
+    refund whose answer is lost (a timeout, an unreadable answer) is kept, shown as pending
+    and counted, and is settled from the gateway's answer, its webhook, the next refund
+    request for the payment or ``reconcile_payments`` (see :func:`refund_settle`). A refusal
+    the gateway states plainly removes the refund and raises: nothing was refunded.
     """
     if isinstance(actor, User) and not member_role_in(actor, payment.merchant_id, REFUNDER_ROLES):
         raise PermissionDeniedError("Only owners and admins can refund.")
@@ -851,15 +894,45 @@ def refund_create(
         if existing is not None:
             if existing.payment_id != payment.pk:
                 raise Conflict("That refund id belongs to another payment.")
-            return existing
+            return _refund_settle_quietly(existing, source=via)
+    gateway = registry.gateway_for(payment.gateway)
+    # Before another refund is sent, an earlier one whose answer was lost is looked for at the
+    # gateway (Braintree keeps no idempotency key across it; Stripe's lasts 24 hours).
+    for earlier in selectors.refunds_awaiting_confirmation(payment):
+        settled = _refund_settle_quietly(earlier, source=via)
+        if not settled.awaiting_confirmation:
+            # The request may well be this refund sent again by someone who thought it lost:
+            # it is refused once, with what became of the earlier one, rather than sent twice.
+            outcome = (
+                "was refunded"
+                if settled.status in (Refund.Status.SUCCEEDED, Refund.Status.PENDING)
+                else "was not refunded"
+            )
+            raise Conflict(
+                f"An earlier refund of {money.format_minor(settled.amount, settled.currency)} on this "
+                f"payment has just been confirmed with the payment provider: it {outcome}. "
+                "Check the payment's refunds before refunding again.",
+                code="refund_just_confirmed",
+            )
     with transaction.atomic():
         locked = Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=payment.pk)
         if locked.status != S.SUCCEEDED or locked.amount_captured <= 0:
             raise ApplicationError("Only a payment that succeeded can be refunded.", code="not_refundable")
+        if selectors.refunds_awaiting_confirmation(locked).exists():
+            raise Conflict(
+                "An earlier refund of this payment is still being confirmed with the payment provider, "
+                "so no other refund is sent until it is. Try again in a few minutes.",
+                code="refund_unconfirmed",
+            )
         succeeded, pending = selectors.payment_refund_totals(locked)
         already = selectors.payment_refund_committed(locked, succeeded=succeeded, pending=pending)
         available = locked.amount_captured - already
         if amount is None:
+            if available <= 0:
+                raise ApplicationError(
+                    "Nothing is left to refund on this payment (refunds still pending count too).",
+                    code="amount_too_large",
+                )
             amount = available
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise ApplicationError("The refund amount must be more than zero.", code="invalid_amount")
@@ -875,30 +948,14 @@ def refund_create(
             amount=amount,
             currency=locked.currency,
             reason=reason,
+            status=Refund.Status.PENDING,
             created_by=actor if isinstance(actor, User) else None,
             created_via=via,
         )
         if refund_public_id:
             refund.public_id = refund_public_id
         refund.save(force_insert=True)
-        # The gateway is called while the payment is locked, so two refunds can never
-        # both pass the "at most what is left" check; the refund id makes it idempotent.
-        gateway = registry.gateway_for(locked.gateway)
         full = amount == locked.amount_captured and not already
-        result: GatewayRefund = gateway.refund_payment(
-            payment_ref_for(locked), refund_id=refund.public_id, amount=None if full else amount, reason=None
-        )
-        refund.gateway_refund_id = result.gateway_refund_id
-        refund.method = result.method
-        refund.save(update_fields=["gateway_refund_id", "method"])
-        _history(
-            locked,
-            PaymentEvent.Kind.REFUND,
-            message=f"Refund of {money.format_minor(amount, locked.currency)} requested: {reason}",
-            source=via,
-            actor=actor,
-            data={"refund": refund.public_id},
-        )
         audit.record(
             actor=actor,
             action="refund.created",
@@ -906,16 +963,136 @@ def refund_create(
             merchant=locked.merchant,
             details={"payment": locked.public_id, "amount": amount, "currency": locked.currency, "via": via},
         )
-        signals.refund_created.send(sender=Refund, refund=refund)
-        if result.status != Refund.Status.PENDING:
-            _refund_transition(
-                refund, result.status, failure_reason=result.failure_reason or "", source="gateway"
-            )
-    if locked.gateway == "simulated":
+    # Committed: the pending refund counts against what is left, so no other request can pass
+    # the "at most what is left" check while this one is at the gateway (no lock is held there).
+    try:
+        result: GatewayRefund = gateway.refund_payment(
+            payment_ref_for(locked), refund_id=refund.public_id, amount=None if full else amount, reason=None
+        )
+    except GatewayError as exc:
+        if not exc.outcome_unknown:
+            _refund_refused(refund, actor=actor, code=exc.code)
+            raise
+        log.warning("refund %s: the gateway's answer was lost (%s)", refund.public_id, exc.code)
+        return _refund_sent(refund, None, actor=actor, via=via)
+    except ApplicationError as exc:  # refused before anything was sent (say, a partial void)
+        _refund_refused(refund, actor=actor, code=exc.code)
+        raise
+    except Exception:
+        _refund_sent(refund, None, actor=actor, via=via)  # it may have happened: kept, settled later
+        raise
+    return _refund_sent(refund, result, actor=actor, via=via)
+
+
+def _lock_refund(refund: Refund) -> Refund | None:
+    """The refund's payment, then the refund, locked in that order (as the webhook path takes
+    them); ``refund.payment`` and ``refund.merchant`` are the locked payment's."""
+    payment = (
+        Payment.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=refund.payment_id)
+    )
+    locked = Refund.objects.select_for_update().filter(pk=refund.pk).first()
+    if locked is not None:
+        locked.payment = payment
+        if locked.merchant_id == payment.merchant_id:
+            locked.merchant = payment.merchant
+    return locked
+
+
+def _refund_refused(refund: Refund, *, actor: User | None, code: str) -> None:
+    """The gateway refused the refund in words we can read: nothing was refunded, so the
+    pending row goes (an audit event keeps the attempt), unless the gateway has meanwhile
+    told us otherwise (a webhook gave it the gateway's id)."""
+    with transaction.atomic():
+        locked = _lock_refund(refund)
+        if locked is None or locked.gateway_refund_id or locked.status != Refund.Status.PENDING:
+            return
+        audit.record(
+            actor=actor,
+            action="refund.refused",
+            target=locked,
+            merchant=locked.merchant,
+            details={"payment": locked.payment.public_id, "amount": locked.amount, "code": code},
+        )
+        locked.delete()
+
+
+def _refund_sent(refund: Refund, result: GatewayRefund | None, *, actor: User | None, via: str) -> Refund:
+    """Record what the gateway answered to the refund (``None``: the answer was lost)."""
+    with transaction.atomic():
+        locked = _lock_refund(refund)
+        assert locked is not None  # only _refund_refused deletes, and never after this
+        payment = locked.payment
+        lost = " The payment provider's answer did not arrive: pending until it is confirmed."
+        _history(
+            payment,
+            PaymentEvent.Kind.REFUND,
+            message=f"Refund of {money.format_minor(locked.amount, locked.currency)} requested: "
+            f"{locked.reason}" + ("" if result is not None else lost),
+            source=via,
+            actor=actor,
+            data={"refund": locked.public_id},
+        )
+        signals.refund_created.send(sender=Refund, refund=locked)
+        if result is not None:
+            _refund_apply_state(locked, result, source="gateway")
+    if result is not None and payment.gateway == "simulated":
         from payments import tasks
 
-        transaction.on_commit(lambda: tasks.deliver_simulated_refund_webhook.delay(refund.pk))
-    return refund
+        transaction.on_commit(lambda: tasks.deliver_simulated_refund_webhook.delay(locked.pk))
+    return locked
+
+
+def _refund_apply_state(refund: Refund, state: GatewayRefund, *, source: str) -> None:
+    """Bring a locked refund in line with the gateway's record of it (idempotent)."""
+    if state.gateway_refund_id and not refund.gateway_refund_id:
+        refund.gateway_refund_id = state.gateway_refund_id
+        refund.method = state.method
+        refund.save(update_fields=["gateway_refund_id", "method", "updated_at"])
+    if state.status != Refund.Status.PENDING:
+        _refund_transition(refund, state.status, failure_reason=state.failure_reason or "", source=source)
+
+
+def refund_settle(*, refund: Refund, source: str = "reconcile", now: datetime | None = None) -> Refund:
+    """Settle a pending refund from the gateway's record of it. Idempotent.
+
+    A refund with the gateway's id is fetched; one whose answer was lost is looked for by our
+    id (:meth:`~payments.gateways.base.PaymentGateway.find_refund`). Found, it takes the
+    gateway's state; not found :data:`REFUND_CONFIRM_GRACE` after it was sent, it never got
+    there and fails. Raises ``GatewayError`` when the gateway cannot be asked.
+    """
+    now = now or timezone.now()
+    if refund.status != Refund.Status.PENDING:
+        return refund
+    payment = Payment.objects.get(pk=refund.payment_id)
+    gateway = registry.gateway_for(payment.gateway)
+    ref = payment_ref_for(payment)
+    if refund.gateway_refund_id:
+        state: GatewayRefund | None = gateway.fetch_refund(ref, refund.gateway_refund_id)
+    else:
+        state = gateway.find_refund(ref, refund_id=refund.public_id)
+    with transaction.atomic():
+        locked = _lock_refund(refund)
+        if locked is None or locked.status != Refund.Status.PENDING:
+            return locked or refund
+        if state is not None:
+            _refund_apply_state(locked, state, source=source)
+        elif not locked.gateway_refund_id and now - locked.created_at >= REFUND_CONFIRM_GRACE:
+            _refund_transition(
+                locked, Refund.Status.FAILED, failure_reason=REFUND_NEVER_ARRIVED, source=source
+            )
+    return locked
+
+
+def _refund_settle_quietly(refund: Refund, *, source: str) -> Refund:
+    """:func:`refund_settle` for a refund awaiting confirmation; while the gateway cannot be
+    asked it simply stays pending."""
+    if not refund.awaiting_confirmation:
+        return refund
+    try:
+        return refund_settle(refund=refund, source=source)
+    except GatewayError as exc:
+        log.warning("refund %s could not be looked up at the gateway: %s", refund.public_id, exc.code)
+        return refund
 
 
 def _refund_transition(refund: Refund, to: str, *, failure_reason: str = "", source: str = "gateway") -> bool:
@@ -1313,8 +1490,8 @@ def _apply_event(
             if problem:
                 return mismatched, problem, refund.payment.merchant
             gateway = registry.gateway_for(refund.payment.gateway)
-            state = gateway.fetch_refund(payment_ref_for(refund.payment), refund.gateway_refund_id)  # type: ignore[attr-defined]
-            outcome = _apply_refund_event(replace(event, kind="refund", refund=state), refund.payment)
+            credit = gateway.fetch_refund(payment_ref_for(refund.payment), refund.gateway_refund_id)
+            outcome = _apply_refund_event(replace(event, kind="refund", refund=credit), refund.payment)
             return outcome, "", refund.payment.merchant
     if payment is None:
         if give_up_on_missing:
@@ -1580,6 +1757,27 @@ def _apply_dispute(event: GatewayEvent, gd: GatewayDispute, payment: Payment) ->
 
 
 # --- Reconciliation -------------------------------------------------------------------------------
+
+
+def refunds_reconcile(*, since: timedelta, now: datetime | None = None) -> dict[str, int]:
+    """Settle refunds still pending (created within ``since``) from their gateway's record."""
+    now = now or timezone.now()
+    stuck = (
+        Refund.objects.filter(status=Refund.Status.PENDING, created_at__gte=now - since)
+        .exclude(payment__gateway_payment_id__isnull=True)
+        .order_by("created_at", "pk")
+    )
+    counts = {"checked": 0, "settled": 0, "errors": 0}
+    for refund in stuck.iterator():
+        counts["checked"] += 1
+        try:
+            settled = refund_settle(refund=refund, source="reconcile", now=now)
+        except GatewayError as exc:
+            counts["errors"] += 1
+            log.warning("reconcile: refund %s could not be looked up: %s", refund.public_id, exc.code)
+            continue
+        counts["settled"] += settled.status != Refund.Status.PENDING
+    return counts
 
 
 def payments_reconcile(*, since: timedelta, now: datetime | None = None) -> dict[str, int]:

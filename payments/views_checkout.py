@@ -19,6 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from payments import countries, money, selectors, services
+from payments.checkout_limits import checkout_rate_limited
 from payments.gateways.base import GatewayError
 from payments.gateways.simulated import CARDS
 from payments.models import CheckoutSession, Payment
@@ -91,6 +92,7 @@ def _unavailable(request: HttpRequest, session: CheckoutSession, message: str, s
 
 
 @never_cache
+@checkout_rate_limited
 @require_http_methods(["GET", "POST"])
 def pay(request: HttpRequest, public_id: str) -> HttpResponse:
     session = _session(public_id)
@@ -135,6 +137,8 @@ def pay(request: HttpRequest, public_id: str) -> HttpResponse:
         return _unavailable(request, session, exc.user_message, 503)
     except ApplicationError as exc:
         return _unavailable(request, session, exc.message, exc.status_code)
+    if start.payment.status in (Payment.Status.PROCESSING, Payment.Status.REQUIRES_CAPTURE):
+        return redirect("checkout_done", public_id=public_id)  # it moved on at the gateway meanwhile
     context = {
         "session": session,
         "payment": start.payment,
@@ -151,6 +155,7 @@ def pay(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @never_cache
+@checkout_rate_limited
 def checkout_return(request: HttpRequest, public_id: str) -> HttpResponse:
     """Where Stripe sends the customer back after a 3D Secure challenge: ask the gateway what happened."""
     session = _session(public_id)
@@ -168,6 +173,7 @@ def checkout_return(request: HttpRequest, public_id: str) -> HttpResponse:
 
 
 @never_cache
+@checkout_rate_limited
 def checkout_done(request: HttpRequest, public_id: str) -> HttpResponse:
     session = _session(public_id)
     payment = selectors.checkout_latest_payment(session)

@@ -97,11 +97,15 @@ def refund_create(request: HttpRequest, public_id: str) -> HttpResponse:
                 "amount" if exc.code in ("invalid_amount", "amount_too_large") else None, exc.message
             )
         else:
-            messages.success(
-                request,
-                f"Refund of {money.format_minor(refund.amount, refund.currency)}: "
-                f"{refund.get_status_display().lower()}.",
-            )
+            shown = money.format_minor(refund.amount, refund.currency)
+            if refund.awaiting_confirmation:
+                messages.warning(
+                    request,
+                    f"Refund of {shown}: pending. The payment provider's answer did not arrive, so it "
+                    "shows as pending until we have confirmed it with them. It will not be sent twice.",
+                )
+            else:
+                messages.success(request, f"Refund of {shown}: {refund.get_status_display().lower()}.")
             return redirect("payment_detail", public_id=public_id)
     payment.refresh_from_db()
     return render(

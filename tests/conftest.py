@@ -43,6 +43,16 @@ def _block_network() -> Iterator[None]:
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Each test starts with an empty cache: rate-limit budgets (the checkout pages', keyed by
+    the test client's one address) never carry over from one test to the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 # --- People and merchants ------------------------------------------------------------------
 
 

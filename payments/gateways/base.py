@@ -84,12 +84,27 @@ class GatewayError(ApplicationError):
     def user_message(self) -> str:
         return self.message
 
+    @property
+    def outcome_unknown(self) -> bool:
+        """Whether the call may have taken effect at the gateway although it raised: the answer
+        was lost (a timeout, a dropped connection), unreadable, or the gateway failed while
+        handling it (its own 5xx). A refusal we can read (a decline, a validation error, a rate
+        limit) means nothing was done."""
+        return self.code in OUTCOME_UNKNOWN_CODES
+
     def __repr__(self) -> str:
         return (
             f"GatewayError(gateway={self.gateway!r}, code={self.code!r}, "
             f"retryable={self.retryable!r}, message={self.message!r})"
         )
 
+
+# The codes of errors after which a write may or may not have happened at the gateway
+# (see GatewayError.outcome_unknown): the unreachable and malformed-response known errors,
+# and a gateway's own server error.
+OUTCOME_UNKNOWN_CODES = frozenset(
+    {"gateway_unreachable", "gateway_malformed_response", "gateway_unavailable"}
+)
 
 # The failures every gateway can meet, worded once: (message, our code, HTTP status, retryable).
 # A status of None keeps GatewayError's own (502, or 503 when retryable).
@@ -460,6 +475,25 @@ class PaymentGateway(Protocol):
         """The payment's current state at the gateway."""
         ...
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        """The payment's latest attempt at the gateway (by the gateway's id, or by ours where the
+        gateway makes a new object per attempt), or ``None`` when there is none. For a confirm
+        whose answer was lost: asked before another attempt is sent, so a card is never charged twice."""
+        ...
+
+    def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
+        """A refund's current state at the gateway, by the gateway's id for it."""
+        ...
+
+    def find_refund(self, ref: PaymentRef, *, refund_id: str) -> GatewayRefund | None:
+        """The payment's refund made for our ``refund_id``, or ``None`` when the gateway has none.
+
+        For a refund whose answer was lost: it is looked for before anything else is sent, so
+        a refund that did happen is never sent twice."""
+        ...
+
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         """Verify a webhook's signature and freshness and normalise it; raise InvalidWebhook."""
         ...
@@ -486,6 +520,7 @@ __all__ = [
     "GatewayPayment",
     "GatewayRefund",
     "InvalidWebhook",
+    "OUTCOME_UNKNOWN_CODES",
     "KnownError",
     "NextAction",
     "PaymentGateway",

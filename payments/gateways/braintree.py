@@ -622,29 +622,74 @@ class BraintreeGateway:
             raise self._validation_error(
                 result, message="This payment could not be refunded. Try again later."
             )
-        voided = result.transaction
-        return GatewayRefund(
-            gateway=self.name,
-            gateway_refund_id=str(_get(voided, "id")),
-            gateway_payment_id=str(_get(voided, "id")),
-            status="succeeded" if _get(voided, "status") == "voided" else "pending",
-            amount=payment.amount,
-            currency=payment.currency,
-            refund_id=refund_id,
-            method="void",
-            gateway_status=str(_get(voided, "status") or ""),
-            created=_aware(_get(voided, "updated_at")),
-        )
+        return self._void_refund(result.transaction, refund_id=refund_id, currency=ref.currency)
 
     def fetch_payment(self, ref: PaymentRef) -> GatewayPayment:
         txn = self._call(self.sdk.transaction.find, ref.gateway_payment_id)
         return payment_from_transaction(txn, gateway=self.name, request_currency=ref.currency)
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        """Each attempt is a sale of its own, and Braintree keeps no idempotency key we can trust
+        across a lost answer: the sales whose ``order_id`` is our payment id are searched, and the
+        one that went through (or else the latest) is the payment's record."""
+        found = self._call(
+            self.sdk.transaction.search, [braintree_sdk.TransactionSearch.order_id == request.payment_id]
+        )
+        sales = [
+            payment_from_transaction(txn, gateway=self.name, request_currency=request.currency)
+            for txn in found.items
+            if _get(txn, "type") == "sale"
+        ]
+        if not sales:
+            return None
+        through = [p for p in sales if p.status not in ("failed", "canceled", "requires_payment_method")]
+        latest = max(through or sales, key=lambda p: p.created or datetime.min.replace(tzinfo=UTC))
+        return latest
+
     def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
-        """A refund's current state: Braintree refunds are credit transactions of their own."""
+        """A refund's current state: Braintree refunds are credit transactions of their own
+        (or, for a sale refunded before it settled, the voided sale itself)."""
         credit = self._call(self.sdk.transaction.find, gateway_refund_id)
+        if _get(credit, "type") == "sale":
+            return self._void_refund(credit, refund_id=None, currency=ref.currency)
         return refund_from_transaction(
             credit, refund_id=None, original_id=ref.gateway_payment_id, request_currency=ref.currency
+        )
+
+    def find_refund(self, ref: PaymentRef, *, refund_id: str) -> GatewayRefund | None:
+        """Braintree keeps no idempotency key we can trust across a lost answer: the sale's
+        credits are searched for the one whose ``order_id`` is our refund id (what
+        :meth:`refund_payment` sends). A sale voided instead of refunded is that refund too:
+        a void is the only full refund of an unsettled sale, and ours is the one pending."""
+        sale = self._call(self.sdk.transaction.find, ref.gateway_payment_id)
+        for credit_id in _get(sale, "refund_ids") or []:
+            credit = self._call(self.sdk.transaction.find, str(credit_id))
+            if _get(credit, "order_id") == refund_id:
+                return refund_from_transaction(
+                    credit,
+                    refund_id=refund_id,
+                    original_id=ref.gateway_payment_id,
+                    request_currency=ref.currency,
+                )
+        if _get(sale, "status") == "voided":
+            return self._void_refund(sale, refund_id=refund_id, currency=ref.currency)
+        return None
+
+    def _void_refund(self, sale: Any, *, refund_id: str | None, currency: str) -> GatewayRefund:
+        payment = payment_from_transaction(sale, gateway=self.name, request_currency=currency)
+        return GatewayRefund(
+            gateway=self.name,
+            gateway_refund_id=str(_get(sale, "id")),
+            gateway_payment_id=str(_get(sale, "id")),
+            status="succeeded" if _get(sale, "status") == "voided" else "pending",
+            amount=payment.amount,
+            currency=payment.currency,
+            refund_id=refund_id,
+            method="void",
+            gateway_status=str(_get(sale, "status") or ""),
+            created=_aware(_get(sale, "updated_at")),
         )
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:

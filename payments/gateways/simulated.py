@@ -539,6 +539,30 @@ class SimulatedGateway:
             raise known_error("not_found", gateway=NAME)
         return self._payment(row)
 
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        row = self._find(gateway_payment_id, request.merchant_account) if gateway_payment_id else None
+        return self._payment(row) if row is not None else None
+
+    def _refunds(self, ref: PaymentRef) -> list[dict[str, Any]]:
+        row = self._find(ref.gateway_payment_id, ref.merchant_account)
+        if row is None:
+            raise known_error("not_found", gateway=NAME)
+        return list(row.data["refunds"])
+
+    def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
+        for refund in self._refunds(ref):
+            if refund["id"] == gateway_refund_id:
+                return stripe_shapes.refund_from_stripe(refund, gateway=self.name)
+        raise _error("The payment provider has no record of this refund.", "not_found", 404)
+
+    def find_refund(self, ref: PaymentRef, *, refund_id: str) -> GatewayRefund | None:
+        for refund in self._refunds(ref):
+            if refund["metadata"].get("refund_id") == refund_id:
+                return stripe_shapes.refund_from_stripe(refund, gateway=self.name)
+        return None
+
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         return stripe_shapes.parse_stripe_webhook(
             body, headers, secrets=self.webhook_secrets, tolerance=self.webhook_tolerance, gateway=self.name

@@ -57,6 +57,8 @@ SIGNATURE_HEADER = "stripe-signature"
 SIMULATED_EVENT_PREFIX = "evt_sim_"
 
 _EXPAND = ["latest_charge"]
+# A PaymentIntent has a handful of refunds; listing stops (unsure) past this many pages of 100.
+_MAX_REFUND_PAGES = 20
 
 _INTENT_STATUS: dict[str, str] = {
     "requires_payment_method": "requires_payment_method",
@@ -755,6 +757,39 @@ class StripeGateway:
 
     def fetch_payment(self, ref: PaymentRef) -> GatewayPayment:
         return self._retrieve(ref.gateway_payment_id, ref.merchant_account)
+
+    def find_payment(
+        self, request: PaymentRequest, *, gateway_payment_id: str | None
+    ) -> GatewayPayment | None:
+        # Every attempt confirms the same PaymentIntent: it is the record of them all.
+        if not gateway_payment_id:
+            return None
+        return self._retrieve(gateway_payment_id, request.merchant_account)
+
+    def fetch_refund(self, ref: PaymentRef, gateway_refund_id: str) -> GatewayRefund:
+        refunds: Any = self._client.v1.refunds
+        options = self._options(None, ref.merchant_account)
+        refund = self._call(refunds.retrieve, gateway_refund_id, {}, options)
+        return refund_from_stripe(refund.to_dict(), gateway=self.name)
+
+    def find_refund(self, ref: PaymentRef, *, refund_id: str) -> GatewayRefund | None:
+        """The PaymentIntent's refunds, page by page, for the one whose metadata carries our id
+        (what :meth:`refund_payment` sends): found this way whatever became of its idempotency key."""
+        refunds: Any = self._client.v1.refunds
+        options = self._options(None, ref.merchant_account)
+        params: dict[str, Any] = {"payment_intent": ref.gateway_payment_id, "limit": 100}
+        for _page in range(_MAX_REFUND_PAGES):
+            page = self._call(refunds.list, params, options)
+            found = [r.to_dict() for r in page.data]
+            for refund in found:
+                if _dict(refund.get("metadata")).get("refund_id") == refund_id:
+                    return refund_from_stripe(refund, gateway=self.name)
+            if not page.has_more or not found:
+                return None
+            params["starting_after"] = found[-1]["id"]
+        raise known_error(
+            "malformed_response", gateway=self.name, detail=f"more than {_MAX_REFUND_PAGES} pages of refunds"
+        )
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent:
         return parse_stripe_webhook(

@@ -148,6 +148,9 @@ class Payment(models.Model):
     amount_refunded = models.BigIntegerField(default=0)
     amount_disputed = models.BigIntegerField(default=0)
     attempts = models.PositiveIntegerField(default=0)
+    # The last confirm call's answer was lost (a timeout): before another attempt is sent, the
+    # gateway is asked whether that one went through (payments.services.checkout_confirm).
+    confirm_outcome_unknown = models.BooleanField(default=False)
     sca_mode = models.CharField(max_length=10, default="automatic")
     # Card and customer signals (no card numbers: only what the gateway reports back).
     customer_ip = models.GenericIPAddressField(null=True, blank=True)
@@ -285,6 +288,12 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return self.public_id
+
+    @property
+    def awaiting_confirmation(self) -> bool:
+        """Sent (or being sent) to the gateway with no answer read yet: pending until it is
+        found there (``payments.services.refund_settle``)."""
+        return self.status == self.Status.PENDING and not self.gateway_refund_id
 
 
 class Dispute(models.Model):

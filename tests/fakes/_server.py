@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +23,7 @@ class RecordedRequest:
     params: Any = None  # decoded by the fake: nested dict for Stripe, dict from XML for Braintree
     status: int = 0  # what the fake answered
     replayed: bool = False
+    dropped: bool = False  # handled, but the answer was never sent (see FakeServer.drop_answers)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -50,6 +53,7 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self.lock = threading.RLock()
         self.requests: list[RecordedRequest] = []
+        self._drops: list[tuple[str, re.Pattern[str], float]] = []
 
     # --- lifecycle ---
 
@@ -79,8 +83,16 @@ class FakeServer:
                 except Exception as exc:  # noqa: BLE001 - a fake must answer, not hang the client
                     response = fake.internal_error(exc)
                 request.status = response.status
+                stall = fake._take_drop(request)
+                request.dropped = stall is not None
                 with fake.lock:
                     fake.requests.append(request)
+                if stall is not None:
+                    # The work is done, but the answer never leaves: the client times out, or
+                    # sees the connection close with no response.
+                    time.sleep(stall)
+                    self.close_connection = True
+                    return
                 self.send_response(response.status)
                 self.send_header("Content-Type", response.content_type)
                 self.send_header("Content-Length", str(len(response.body)))
@@ -133,6 +145,22 @@ class FakeServer:
     def clear_requests(self) -> None:
         with self.lock:
             self.requests.clear()
+
+    def drop_answers(self, method: str, path: str, *, count: int = 1, stall: float = 0.0) -> None:
+        """Handle the next ``count`` requests to ``method`` ``path`` (a regular expression the
+        whole path must match) as usual, then send no answer: wait ``stall`` seconds (longer
+        than the client's timeout, for a real timeout) and close the connection. The vendor did
+        the work and its answer was lost, as when a request times out after reaching it."""
+        with self.lock:
+            self._drops.extend([(method.upper(), re.compile(path), stall)] * count)
+
+    def _take_drop(self, request: RecordedRequest) -> float | None:
+        with self.lock:
+            for index, (method, pattern, stall) in enumerate(self._drops):
+                if method == request.method and pattern.fullmatch(request.path):
+                    del self._drops[index]
+                    return stall
+        return None
 
     # --- to implement ---
 

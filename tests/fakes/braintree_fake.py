@@ -5,7 +5,8 @@ with HTTP Basic auth (public key : private key) and ``X-ApiVersion: 6``. Point
 the real SDK here with a custom ``braintree.Environment`` (host 127.0.0.1, the
 fake's port, plain HTTP) and it runs unchanged.
 
-Endpoints: ``POST client_token``; ``POST transactions`` (sale);
+Endpoints: ``POST client_token``; ``POST transactions`` (sale); ``POST transactions/advanced_search_ids``
+and ``.../advanced_search`` (search by ``order_id``);
 ``PUT transactions/{id}/submit_for_settlement``; ``PUT transactions/{id}/void``;
 ``POST transactions/{id}/refund``; ``GET transactions/{id}``; and the sandbox's
 testing endpoints ``PUT transactions/{id}/settle`` and ``.../settlement_decline``
@@ -17,7 +18,9 @@ the 3D Secure nonces) and test amounts (2000.00-2999.99 decline with that
 processor response code, 3000.00-3000.99 fail with 3000). ``api_request_key``
 gives at-most-once processing: the same key returns the same transaction.
 Refunds of unsettled sales fail with 91506, as Braintree's do. :meth:`BraintreeFake.fail_next`
-answers the next requests with an HTTP error (429 rate limit, 5xx outage).
+answers the next requests with an HTTP error (429 rate limit, 5xx outage);
+:meth:`~tests.fakes._server.FakeServer.drop_answers` does the work of the next matching
+requests and loses their answers (a timeout after the refund was made).
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ class BraintreeFake(FakeServer):
             self.request_keys: dict[str, str] = {}  # api_request_key -> transaction id
             self.client_tokens: list[dict[str, Any]] = []
             self._failures: list[int] = []
+            self._drops.clear()
             self.requests.clear()
 
     # --- test controls ---
@@ -267,6 +271,18 @@ class BraintreeFake(FakeServer):
             return self._client_token(params.get("client_token") or {})
         if method == "POST" and route == ["transactions"]:
             return self._sale(params.get("transaction") or {})
+        if method == "POST" and route == ["transactions", "advanced_search_ids"]:
+            ids = [t["id"] for t in self._search(params.get("search") or {})]
+            return self._ok("search_results", {"page_size": 50, "ids": ids})
+        if method == "POST" and route == ["transactions", "advanced_search"]:
+            found = self._search(params.get("search") or {})
+            body = "".join(_node("transaction", t) for t in found)
+            xml = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<credit-card-transactions type="collection">{body}'
+            )
+            return Response(
+                200, (xml + "</credit-card-transactions>").encode(), "application/xml; charset=utf-8"
+            )
         if len(route) >= 2 and route[0] == "transactions":
             txn = self.transactions.get(route[1])
             if txn is None:
@@ -290,6 +306,19 @@ class BraintreeFake(FakeServer):
                 txn["processor_settlement_response_text"] = "Settlement Declined"
                 return self._ok("transaction", txn)
         return Response(404, b"", "application/xml")
+
+    def _search(self, criteria: dict[str, Any]) -> list[dict[str, Any]]:
+        """Transaction search by ``order_id`` (``is``) and ``ids`` (a list), oldest first."""
+        found = list(self.transactions.values())
+        order_id = (
+            (criteria.get("order_id") or {}).get("is") if isinstance(criteria.get("order_id"), dict) else None
+        )
+        if order_id is not None:
+            found = [t for t in found if t.get("order_id") == order_id]
+        ids = criteria.get("ids")
+        if isinstance(ids, list):
+            found = [t for t in found if t["id"] in ids]
+        return found
 
     # --- client tokens ---
 

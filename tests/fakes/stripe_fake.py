@@ -4,20 +4,22 @@ It speaks what the real API speaks: form-encoded POST bodies with bracketed
 nested keys (``metadata[payment_id]=...``, ``expand[0]=latest_charge``), JSON
 answers, ``Authorization: Bearer sk_test_...``, the ``Stripe-Account`` header
 (objects live per account), ``Idempotency-Key`` (same key and parameters: the
-first answer is replayed; same key, other parameters: ``idempotency_error``),
+first answer is replayed; same key, other parameters: ``idempotency_error``; a key is
+forgotten 24 hours after its first use, as Stripe's are),
 402 ``card_error`` bodies carrying the PaymentIntent, and Stripe's test
 PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclinedInsufficientFunds``,
 ``pm_card_threeDSecure2Required``, ``pm_card_radarBlock``...).
 
 Endpoints: ``POST /v1/payment_intents``, ``POST /v1/payment_intents/{id}``
 ``/confirm``, ``/capture``, ``/cancel``; ``GET /v1/payment_intents/{id}``;
-``POST /v1/refunds``; ``GET /v1/refunds/{id}``; ``GET /v1/charges/{id}``.
+``POST /v1/refunds``; ``GET /v1/refunds`` (list); ``GET /v1/refunds/{id}``; ``GET /v1/charges/{id}``.
 
 Test controls (what a customer or Stripe would do out of band):
 :meth:`StripeFake.complete_three_ds` (the customer passes or fails the
 challenge), :meth:`StripeFake.hold_processing` (a delayed payment method),
 :meth:`StripeFake.finish_refund` (a pending refund settles or fails),
 :meth:`StripeFake.fail_next` (transient 500s),
+:meth:`~tests.fakes._server.FakeServer.drop_answers` (the work done, the answer lost: a timeout),
 :meth:`StripeFake.alter_next_answer` (an answer off Stripe's documented shape),
 :meth:`StripeFake.build_event` / :meth:`StripeFake.signed_event` (webhooks
 shaped and signed like Stripe's).
@@ -44,6 +46,7 @@ from urllib.parse import parse_qsl
 from tests.fakes._server import FakeServer, RecordedRequest, Response
 
 API_VERSION = "2026-10-28.endive"
+IDEMPOTENCY_KEY_TTL = 24 * 3600  # seconds
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -218,12 +221,24 @@ class StripeFake(FakeServer):
         """Forget every object, idempotency key, injected failure and recorded request."""
         with self.lock:
             self.accounts: dict[str, _Account] = {}
-            self.idempotency: dict[tuple[str, str], tuple[str, Response]] = {}
+            # (account, key) -> (request fingerprint, first answer, when first used)
+            self.idempotency: dict[tuple[str, str], tuple[str, Response, float]] = {}
+            self.clock_offset = 0.0
             self._failures: list[int] = []
+            self._drops.clear()
             self._alterations: list[Callable[[dict[str, Any]], None]] = []
             self.requests.clear()
 
     # --- test controls ---
+
+    def now(self) -> float:
+        """The fake's clock: the real one, moved on by :meth:`advance_clock`."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Let ``seconds`` pass at Stripe (idempotency keys older than 24 hours are forgotten)."""
+        with self.lock:
+            self.clock_offset += seconds
 
     def fail_next(self, status: int = 500, count: int = 1) -> None:
         """Answer the next ``count`` API requests with ``status`` (a transient outage)."""
@@ -371,6 +386,9 @@ class StripeFake(FakeServer):
         with self.lock:
             if request.method == "POST" and idem_key:
                 stored = self.idempotency.get((account, idem_key))
+                if stored is not None and self.now() - stored[2] > IDEMPOTENCY_KEY_TTL:
+                    del self.idempotency[(account, idem_key)]  # Stripe has forgotten it
+                    stored = None
                 if stored is not None:
                     if stored[0] != fingerprint:
                         return self._error(
@@ -400,7 +418,7 @@ class StripeFake(FakeServer):
             except StripeError as exc:
                 response = self._error(exc)
             if request.method == "POST" and idem_key and response.status < 500:
-                self.idempotency[(account, idem_key)] = (fingerprint, response)
+                self.idempotency[(account, idem_key)] = (fingerprint, response, self.now())
             return response
 
     def _json(self, status: int, payload: Any) -> Response:
@@ -437,6 +455,8 @@ class StripeFake(FakeServer):
                 return 200, self._cancel(acct, intent, params)
         if method == "POST" and path == "/v1/refunds":
             return 200, self._refund(acct, params)
+        if method == "GET" and path == "/v1/refunds":
+            return 200, self._list_refunds(acct, params)
         match = re.fullmatch(r"/v1/(refunds|charges)/([^/]+)", path)
         if match and method == "GET":
             store = acct.refunds if match.group(1) == "refunds" else acct.charges
@@ -671,6 +691,22 @@ class StripeFake(FakeServer):
         return self._expand(acct, intent, params)
 
     # --- Refunds ---
+
+    def _list_refunds(self, acct: _Account, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /v1/refunds``: newest first, filtered by ``payment_intent`` or ``charge``,
+        paged with ``limit`` (default 10, at most 100) and ``starting_after``."""
+        found = list(reversed(acct.refunds.values()))  # kept in creation order
+        for name in ("payment_intent", "charge"):
+            if params.get(name):
+                found = [r for r in found if r.get(name) == params[name]]
+        after = params.get("starting_after")
+        if after:
+            ids = [r["id"] for r in found]
+            if after not in ids:
+                raise _invalid(f"No such refund: '{after}'", code="resource_missing", status=404)
+            found = found[ids.index(after) + 1 :]
+        limit = max(1, min(100, int(params.get("limit") or 10)))
+        return {"object": "list", "url": "/v1/refunds", "has_more": len(found) > limit, "data": found[:limit]}
 
     def _refund(self, acct: _Account, params: dict[str, Any]) -> dict[str, Any]:
         intent_id = params.get("payment_intent")

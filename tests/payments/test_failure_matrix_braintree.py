@@ -29,7 +29,7 @@ refund of an unsettled sale            test_refund_of_an_unsettled_sale_voids_it
 refund already made in Braintree       test_a_refund_already_made_in_the_control_panel_is_refused_clearly
 refund while Braintree rate-limits     test_a_refund_while_braintree_is_busy_asks_to_try_again
 refund of a sale Braintree lacks       test_a_refund_of_a_sale_braintree_has_no_record_of_is_refused
-refund answer with unreadable amount   test_a_refund_answered_without_a_readable_amount_records_nothing
+refund answer with unreadable amount   test_a_refund_answered_without_a_readable_amount_is_kept_pending
 duplicate webhooks                     test_duplicate_notifications_are_applied_once
 out-of-order webhooks                  test_out_of_order_notifications_keep_the_newest
 declined at settlement                 test_settlement_declined_reverses_a_succeeded_sale
@@ -55,7 +55,6 @@ from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.payments import braintree_notifications
 from tests.payments.conftest import make_braintree_gateway
-from tests.payments.gateway_helpers import UNREADABLE
 from tests.payments.helpers import latest_payment, new_session
 from tests.payments.matrix_helpers import (
     CREATED,
@@ -336,7 +335,7 @@ def test_a_refund_of_a_sale_braintree_has_no_record_of_is_refused(world: Braintr
     assert_refund_refused(answer, payment, "The payment provider has no record of this payment.")
 
 
-def test_a_refund_answered_without_a_readable_amount_records_nothing(world: BraintreeWorld) -> None:
+def test_a_refund_answered_without_a_readable_amount_is_kept_pending(world: BraintreeWorld) -> None:
     payment = paid(world)
     world.settle(payment)
     refund_id = new_public_id("re")
@@ -352,7 +351,15 @@ def test_a_refund_answered_without_a_readable_amount_records_nothing(world: Brai
         {"refund_id": refund_id, "amount": "5.00", "reason": "Customer asked"},
     )
 
-    assert_refund_refused(answer, payment, UNREADABLE)
+    # The refund may well have happened: it is kept, pending, and counted, not forgotten.
+    assert answer.status_code == 302
+    assert refunds(payment) == [(500, "pending", "refund")]
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_refunded) == ("succeeded", 0)
+    page = merchant_page(world.tenant, payment)
+    assert ">Pending<" in page and "Being confirmed with the payment provider" in page
+    assert "Up to <strong>20.00 USD</strong> can be refunded" in page
+    assert [t["type"] for t in world.fake.transactions.values()].count("credit") == 1
 
 
 # --- Notifications twice, and in the wrong order ---------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``reconcile_payments --since 2d``: re-fetch payments stuck in processing or requires_action."""
+"""``reconcile_payments --since 2d``: re-fetch payments stuck in processing or requires_action,
+and settle refunds still pending (among them refunds whose gateway answer was lost)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from payments.services import payments_reconcile
+from payments.services import payments_reconcile, refunds_reconcile
 
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -24,7 +25,10 @@ def parse_since(value: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = "Re-fetch payments stuck in processing or requires_action from their gateway and fix their state."
+    help = (
+        "Re-fetch payments stuck in processing or requires_action from their gateway and fix their state; "
+        "settle pending refunds from the gateway's record of them."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument(
@@ -38,5 +42,12 @@ class Command(BaseCommand):
             f"Checked {counts['checked']} stuck payment(s): {counts['changed']} changed, "
             f"{counts['errors']} could not be reached."
         )
+        refunds = refunds_reconcile(since=since)
+        self.stdout.write(
+            f"Checked {refunds['checked']} pending refund(s): {refunds['settled']} settled, "
+            f"{refunds['errors']} could not be reached."
+        )
         if counts["errors"]:
             raise CommandError(f"{counts['errors']} payment(s) could not be fetched; run again later.")
+        if refunds["errors"]:
+            raise CommandError(f"{refunds['errors']} refund(s) could not be looked up; run again later.")
