@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts import merchant_roles
 from accounts.models import ApiKey, Invitation, Membership, Merchant, Role, User
 
 
@@ -22,8 +23,20 @@ def membership_for(user: User, merchant_public_id: str | None) -> Membership | N
     return memberships.first()
 
 
+def member_role(user: User, merchant_id: int) -> str | None:
+    """The user's current role on the merchant's team, or None when they are not on it."""
+    return (
+        Membership.objects.filter(user=user, merchant_id=merchant_id).values_list("role", flat=True).first()
+    )
+
+
+def member_can(user: User, merchant_id: int, action: str) -> bool:
+    """Whether ``user``'s current role on the merchant's team allows ``action`` (the role table)."""
+    return merchant_roles.role_can(member_role(user, merchant_id), action)
+
+
 def member_role_in(user: User, merchant_id: int, roles: frozenset[str]) -> bool:
-    """Whether ``user`` is on the merchant's team in one of ``roles`` (services' permission checks)."""
+    """Whether ``user`` is on the merchant's team in one of ``roles`` (roles from the role table)."""
     return Membership.objects.filter(user=user, merchant_id=merchant_id, role__in=roles).exists()
 
 

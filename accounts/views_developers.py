@@ -10,12 +10,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from accounts import api_keys, selectors
-from accounts.models import ApiKey, Merchant, Role
+from accounts.merchant_roles import API_KEYS_MANAGE
+from accounts.models import ApiKey, Merchant
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from security.errors import ApplicationError
 
-KEY_MANAGERS = (Role.OWNER, Role.ADMIN, Role.DEVELOPER)
 FRESH_KEY_SESSION = "fresh_api_key"
 
 
@@ -53,13 +53,13 @@ def _page(
 
 
 @never_cache
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 def developers(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     return _page(request, merchant, ApiKeyForm(), fresh=request.session.pop(FRESH_KEY_SESSION, None))
 
 
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 @require_http_methods(["POST"])
 @require_recent_otp(minutes=5)
 def api_key_create(request: HttpRequest) -> HttpResponse:
@@ -76,7 +76,7 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     return redirect("developers")
 
 
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 @require_http_methods(["GET", "POST"])
 @require_recent_otp(minutes=5)
 def api_key_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -93,7 +93,7 @@ def api_key_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect("developers")
 
 
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 @require_http_methods(["GET", "POST"])
 def api_key_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
