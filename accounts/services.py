@@ -128,6 +128,45 @@ def _require_action(actor: User, merchant: Merchant, action: str) -> Membership:
     return membership
 
 
+def _member_grants_follow_role(
+    *, actor: User, merchant: Merchant, member: User, old_role: str, new_role: str | None, why: str
+) -> None:
+    """What a member handed out follows their role: their API keys and pending invitations."""
+    _member_keys_follow_role(
+        actor=actor, merchant=merchant, member=member, old_role=old_role, new_role=new_role, why=why
+    )
+    _member_invitations_follow_role(actor=actor, merchant=merchant, member=member, new_role=new_role, why=why)
+
+
+def _member_invitations_follow_role(
+    *, actor: User, merchant: Merchant, member: User, new_role: str | None, why: str
+) -> None:
+    """Pending invitations the member could no longer send are withdrawn (an invitation
+    to join as owner needs an owner, any other an owner or admin)."""
+    pending = Invitation.objects.select_for_update().filter(
+        merchant=merchant,
+        invited_by=member,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    )
+    for invitation in pending.order_by("pk"):
+        needed = (
+            merchant_roles.TEAM_INVITE_OWNER if invitation.role == Role.OWNER else merchant_roles.TEAM_INVITE
+        )
+        if merchant_roles.role_can(new_role, needed):
+            continue
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit.record(
+            actor=actor,
+            action="team.invitation_revoked",
+            target=invitation,
+            merchant=merchant,
+            details={"reason": why, "inviter": member.public_id, "inviter_role": new_role},
+        )
+
+
 def _member_keys_follow_role(
     *, actor: User, merchant: Merchant, member: User, old_role: str, new_role: str | None, why: str
 ) -> None:
@@ -205,7 +244,7 @@ def membership_change_role(*, actor: User, membership: Membership, role: str) ->
             merchant=merchant,
             details={"from": previous, "to": role},
         )
-        _member_keys_follow_role(
+        _member_grants_follow_role(
             actor=actor,
             merchant=merchant,
             member=locked.user,
@@ -236,7 +275,7 @@ def membership_remove(*, actor: User, membership: Membership) -> None:
             merchant=merchant,
             details={"role": locked.role},
         )
-        _member_keys_follow_role(
+        _member_grants_follow_role(
             actor=actor,
             merchant=merchant,
             member=removed_user,

@@ -23,6 +23,7 @@ from accounts.models import ApiKey, Invitation, Membership, Role, User
 from accounts.otp import OTP_VERIFIED_AT
 from payments import exports, fraud_rules
 from payments.models import CheckoutSession, Payment, PaymentExport, Refund, WebhookEndpoint
+from security.errors import ApplicationError
 from tests.conftest import login_verified, make_user
 from tests.payments.api_helpers import call, succeeded_payment
 from tests.payments.dashboard_helpers import make_payment
@@ -407,3 +408,32 @@ def test_team_changes_and_exports_need_a_fresh_second_factor(tenant, verified_cl
     assert not Invitation.objects.exists() and not PaymentExport.objects.exists()
     # Looking at the team does not ask for a code.
     assert owner.get("/team/").status_code == 200
+
+
+def test_a_removed_or_lowered_members_pending_invitations_are_withdrawn(tenant, verified_client):
+    from accounts.services import invitation_accept_new_user, invitation_create
+
+    admin = member_in(tenant, Role.ADMIN)
+    accomplice = invitation_create(
+        actor=admin, merchant=tenant.merchant, email="pal@example.com", role="admin"
+    )
+    membership = Membership.objects.get(user=admin, merchant=tenant.merchant)
+    owner = verified_client(tenant.owner)
+    owner.post(f"/team/members/{membership.pk}/role/", {"role": Role.ANALYST})
+    accomplice.invitation.refresh_from_db()
+    assert accomplice.invitation.status == "revoked"
+    with pytest.raises(ApplicationError, match="withdrawn"):
+        invitation_accept_new_user(token=accomplice.token, password="a-long-enough-passphrase-2026")
+    assert not User.objects.filter(email="pal@example.com").exists()
+
+    # An owner's invitation survives their move to admin, unless it invites an owner.
+    Membership.objects.filter(pk=membership.pk).update(role=Role.OWNER)
+    keeps = invitation_create(actor=admin, merchant=tenant.merchant, email="a@example.com", role="analyst")
+    goes = invitation_create(actor=admin, merchant=tenant.merchant, email="o@example.com", role="owner")
+    owner.post(f"/team/members/{membership.pk}/role/", {"role": Role.ADMIN})
+    keeps.invitation.refresh_from_db()
+    goes.invitation.refresh_from_db()
+    assert (keeps.invitation.status, goes.invitation.status) == ("pending", "revoked")
+    owner.post(f"/team/members/{membership.pk}/remove/")
+    keeps.invitation.refresh_from_db()
+    assert keeps.invitation.status == "revoked"
