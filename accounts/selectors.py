@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from accounts import merchant_roles
@@ -70,10 +70,18 @@ def owner_count(merchant: Merchant) -> int:
 
 
 def api_keys_for(merchant: Merchant) -> QuerySet[ApiKey]:
-    """The merchant's API keys, newest first, with who made them and what replaced them."""
+    """The merchant's API keys, newest first, with who made them, their current role
+    (``creator_role``: a key's power is its scope within it) and what replaced them."""
     return (
         ApiKey.objects.filter(merchant=merchant)
         .select_related("created_by", "rotated_to")
+        .annotate(
+            creator_role=Subquery(
+                Membership.objects.filter(
+                    user_id=OuterRef("created_by_id"), merchant_id=OuterRef("merchant_id")
+                ).values("role")[:1]
+            )
+        )
         .order_by("-created_at")
     )
 

@@ -437,3 +437,14 @@ def test_a_removed_or_lowered_members_pending_invitations_are_withdrawn(tenant, 
     owner.post(f"/team/members/{membership.pk}/remove/")
     keeps.invitation.refresh_from_db()
     assert keeps.invitation.status == "revoked"
+
+
+def test_the_developers_page_says_which_keys_their_creators_role_limits(tenant, verified_client):
+    admin = member_in(tenant, Role.ADMIN)
+    api_key_create(actor=admin, merchant=tenant.merchant, name="ops", scope="write")
+    Membership.objects.filter(user=admin).update(role=Role.DEVELOPER)
+    page = verified_client(tenant.owner).get("/developers/").content.decode()
+    assert "Limited to its creator&#x27;s role (developer): cannot refund payments." in page
+    Membership.objects.filter(user=admin).delete()
+    page = verified_client(tenant.owner).get("/developers/").content.decode()
+    assert "Refused: its creator is no longer on the team." in page
