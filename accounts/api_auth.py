@@ -13,8 +13,9 @@ from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from accounts.api_keys import InvalidApiKey, api_key_authenticate
-from accounts.models import ApiKey, Merchant, Role
+from accounts import merchant_roles
+from accounts.api_keys import InvalidApiKey, api_key_authenticate, api_key_creator_role
+from accounts.models import ApiKey, Merchant
 from security.context import client_ip
 
 
@@ -75,9 +76,6 @@ class VerifiedSessionAuthentication(SessionAuthentication):
         return user, auth
 
 
-WRITE_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
-
-
 def api_merchant(request: Request) -> Merchant | None:
     """The merchant an API request acts for: the key's, or the session's current one."""
     if isinstance(request.auth, ApiKey):
@@ -86,21 +84,54 @@ def api_merchant(request: Request) -> Merchant | None:
     return membership.merchant if membership else None
 
 
+def required_action(request: Request, view: Any) -> str:
+    """The role-table action a request performs: the view's ``api_actions`` for its method.
+
+    Reads default to ``payments.view``; a write the view does not name is refused (fail closed).
+    """
+    declared: dict[str, str] = getattr(view, "api_actions", {})
+    action = declared.get(request.method or "")
+    if action is None and request.method in permissions.SAFE_METHODS:
+        action = merchant_roles.PAYMENTS_VIEW
+    if action is None:
+        raise exceptions.PermissionDenied("This endpoint does not accept that method.")
+    return merchant_roles.check_action(action)
+
+
+def _read_only(role: str | None) -> bool:
+    """The role may do none of the API's writes."""
+    writes = (
+        merchant_roles.SCOPE_ACTIONS[ApiKey.Scope.WRITE] - merchant_roles.SCOPE_ACTIONS[ApiKey.Scope.READ]
+    )
+    return not (writes & merchant_roles.actions_for(role))
+
+
 class MerchantApiAccess(permissions.BasePermission):
-    """Reads need a merchant; writes need a write-scoped key or a write-capable role."""
+    """Every request is checked against the one role table (:mod:`accounts.merchant_roles`).
+
+    A team session acts with the member's role. An API key acts with its scope *within its
+    creator's current role*: a developer's write key cannot refund, and lowering the creator's
+    role limits the key at once.
+    """
 
     message = "This API needs a merchant API key or a merchant team session."
 
     def has_permission(self, request: Request, view: Any) -> bool:
+        action = required_action(request, view)
         if isinstance(request.auth, ApiKey):
-            if request.method not in permissions.SAFE_METHODS and request.auth.scope != ApiKey.Scope.WRITE:
+            key = request.auth
+            if action not in merchant_roles.SCOPE_ACTIONS.get(key.scope, frozenset()):
                 raise exceptions.PermissionDenied("This API key is read-only; use a key with write scope.")
+            creator_role = api_key_creator_role(key)
+            if not merchant_roles.key_can(key.scope, creator_role, action):
+                raise exceptions.PermissionDenied(merchant_roles.key_refusal(creator_role, action))
             return True
         membership = getattr(request._request, "membership", None)
         if not request.user or not request.user.is_authenticated or not membership:
             return False
-        if request.method not in permissions.SAFE_METHODS and membership.role not in WRITE_ROLES:
-            raise exceptions.PermissionDenied("Your role on this team is read-only.")
+        if not merchant_roles.role_can(membership.role, action):
+            prefix = "Your role on this team is read-only. " if _read_only(membership.role) else ""
+            raise exceptions.PermissionDenied(prefix + merchant_roles.refusal(membership.role, action))
         return True
 
 

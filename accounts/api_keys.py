@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
-from accounts.models import ApiKey, Merchant, Role, User
+from accounts import merchant_roles
+from accounts.models import ApiKey, Membership, Merchant, User
 from security import audit
 from security.errors import ApplicationError, PermissionDeniedError
 
@@ -22,7 +24,6 @@ SECRET_LENGTH = 32
 DEFAULT_LIFETIME_DAYS = 90
 LIFETIME_CHOICES_DAYS = (30, 90, 180, 365)
 ROTATION_OVERLAP = timedelta(hours=24)
-KEY_MANAGER_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -40,11 +41,23 @@ def hash_secret(full_key: str) -> str:
     return hashlib.sha256(full_key.encode()).hexdigest()
 
 
-def _require_manager(actor: User, merchant: Merchant) -> None:
-    from accounts.selectors import member_role_in
+def _require_manager(actor: User, merchant: Merchant) -> str:
+    """The actor's current role, if the role table lets it manage API keys."""
+    from accounts.selectors import member_role
 
-    if not member_role_in(actor, merchant.pk, KEY_MANAGER_ROLES):
+    role = member_role(actor, merchant.pk)
+    if not merchant_roles.role_can(role, merchant_roles.API_KEYS_MANAGE):
         raise PermissionDeniedError("Only owners, admins and developers manage API keys.")
+    return role or ""
+
+
+def _require_scope_fits(role: str, scope: str) -> None:
+    """A key carries no more power than the person who makes it."""
+    if not merchant_roles.scope_fits(scope, role):
+        raise PermissionDeniedError(
+            f"Your role cannot issue a key with {scope} access; choose an access your role has.",
+            code="scope_exceeds_role",
+        )
 
 
 def _new_key(
@@ -88,7 +101,8 @@ def api_key_create(
         raise ApplicationError("Choose one of the offered lifetimes.")
     with transaction.atomic():
         merchant = Merchant.objects.select_for_update().get(pk=merchant.pk)
-        _require_manager(actor, merchant)
+        role = _require_manager(actor, merchant)
+        _require_scope_fits(role, scope)
         if mode == ApiKey.Mode.LIVE and merchant.status != Merchant.Status.ACTIVE:
             raise ApplicationError(
                 "Live keys are available once your account is approved; use a test key for now."
@@ -110,7 +124,8 @@ def api_key_rotate(*, actor: User, key: ApiKey, overlap: timedelta = ROTATION_OV
     """Issue a replacement; the old key keeps working for ``overlap`` so clients can switch."""
     with transaction.atomic():
         old = ApiKey.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=key.pk)
-        _require_manager(actor, old.merchant)
+        role = _require_manager(actor, old.merchant)
+        _require_scope_fits(role, old.scope)
         if old.status != "active":
             raise ApplicationError(f"This key is {old.status}; create a new one instead.")
         if old.rotated_to_id:
@@ -150,6 +165,22 @@ def api_key_revoke(*, actor: User, key: ApiKey) -> ApiKey:
     return locked
 
 
+def api_key_creator_role(key: ApiKey) -> str | None:
+    """The current role of the key's creator on the key's merchant (None: no longer on the team).
+
+    :func:`api_key_authenticate` reads it with the key; otherwise it is read now.
+    """
+    if hasattr(key, "creator_role"):
+        return key.creator_role  # type: ignore[no-any-return]
+    if key.created_by_id is None:
+        return None
+    return (
+        Membership.objects.filter(user_id=key.created_by_id, merchant_id=key.merchant_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
 class InvalidApiKey(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -165,7 +196,21 @@ def api_key_authenticate(raw: str, *, ip: str | None = None) -> ApiKey:
     body = parts[2]
     if len(body) != LOOKUP_LENGTH + SECRET_LENGTH:
         raise InvalidApiKey("That is not a fintech_portal API key.")
-    key = ApiKey.objects.select_related("merchant").filter(lookup=body[:LOOKUP_LENGTH]).first()
+    key = (
+        ApiKey.objects.select_related("merchant")
+        .annotate(
+            # The creator's current role here, read in the same query: a key's power is its scope
+            # within this role, and a key whose creator left the team (or was deactivated) is refused.
+            creator_role=Subquery(
+                Membership.objects.filter(
+                    user_id=OuterRef("created_by_id"), merchant_id=OuterRef("merchant_id")
+                ).values("role")[:1]
+            ),
+            creator_active=F("created_by__is_active"),
+        )
+        .filter(lookup=body[:LOOKUP_LENGTH])
+        .first()
+    )
     if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(raw)):
         raise InvalidApiKey("Invalid API key.")
     now = timezone.now()
@@ -176,6 +221,8 @@ def api_key_authenticate(raw: str, *, ip: str | None = None) -> ApiKey:
         raise InvalidApiKey("This API key has expired. Create or rotate a key in Developers.")
     if key.merchant.status == Merchant.Status.SUSPENDED:
         raise InvalidApiKey("This merchant account is suspended.")
+    if not key.creator_role or not key.creator_active:  # type: ignore[attr-defined]
+        raise InvalidApiKey("The person who created this API key is no longer on the team; create a new key.")
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
         # At most one write a minute per key, whatever the request rate.
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip)

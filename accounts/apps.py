@@ -24,11 +24,7 @@ class AccountsConfig(AppConfig):
 
         register(NavItem("Overview", "home", "merchant", 10))
         register(NavItem("Team", "team", "merchant", 30))
-        register(
-            NavItem(
-                "Developers", "developers", "merchant", 40, merchant_roles=("owner", "admin", "developer")
-            )
-        )
+        register(NavItem("Developers", "developers", "merchant", 40, merchant_action="api_keys.manage"))
         register(NavItem("Settings", "settings_security", "merchant", 50))
         register(NavItem("Audit log", "audit_log", "staff", 90, permission="security.view_audit_log"))
 

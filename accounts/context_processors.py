@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
 from accounts import navigation as nav
+from accounts.merchant_roles import role_can
 from accounts.roles import STAFF_ROLES
 
 
@@ -28,7 +29,7 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
 
     if membership is not None:
         for item in nav.items_for("merchant"):
-            if not item.merchant_roles or membership.role in item.merchant_roles:
+            if item.merchant_action is None or role_can(membership.role, item.merchant_action):
                 add(item)
     if user.is_platform_staff:
         held = {g.name for g in user.groups.all()}

@@ -13,7 +13,7 @@ class NavItem:
     order: int
     permission: str | None = None  # staff entries: the permission needed
     staff_roles: tuple[str, ...] = ()  # staff entries: roles that see it (all staff if empty)
-    merchant_roles: tuple[str, ...] = ()  # merchant entries: roles that see it (all if empty)
+    merchant_action: str | None = None  # merchant entries: the role-table action needed (all if None)
 
 
 _items: dict[str, NavItem] = {}

@@ -9,15 +9,20 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
+from accounts import merchant_roles
+
 
 def merchant_member_required(
-    *roles: str,
+    action: str | None = None,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """The user must belong to a merchant (with one of ``roles`` when given).
+    """The user must belong to a merchant, in a role the role table allows ``action`` for.
 
-    The view receives the membership as ``request.membership`` and must scope
-    every read to ``request.membership.merchant``.
+    ``action`` is a name from :mod:`accounts.merchant_roles` (checked when the view is
+    declared, so a typo fails at import). The view receives the membership as
+    ``request.membership`` and must scope every read to ``request.membership.merchant``.
     """
+    if action is not None:
+        merchant_roles.check_action(action)
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
@@ -25,8 +30,8 @@ def merchant_member_required(
             membership = request.membership  # type: ignore[attr-defined]
             if not membership:
                 raise PermissionDenied("This page is for members of a merchant team.")
-            if roles and membership.role not in roles:
-                raise PermissionDenied("Your role on this team does not allow this.")
+            if action is not None and not merchant_roles.role_can(membership.role, action):
+                raise PermissionDenied(merchant_roles.refusal(membership.role, action))
             return view(request, *args, **kwargs)
 
         return wrapped

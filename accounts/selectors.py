@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
+from accounts import merchant_roles
 from accounts.models import ApiKey, Invitation, Membership, Merchant, Role, User
 
 
@@ -22,8 +23,20 @@ def membership_for(user: User, merchant_public_id: str | None) -> Membership | N
     return memberships.first()
 
 
+def member_role(user: User, merchant_id: int) -> str | None:
+    """The user's current role on the merchant's team, or None when they are not on it."""
+    return (
+        Membership.objects.filter(user=user, merchant_id=merchant_id).values_list("role", flat=True).first()
+    )
+
+
+def member_can(user: User, merchant_id: int, action: str) -> bool:
+    """Whether ``user``'s current role on the merchant's team allows ``action`` (the role table)."""
+    return merchant_roles.role_can(member_role(user, merchant_id), action)
+
+
 def member_role_in(user: User, merchant_id: int, roles: frozenset[str]) -> bool:
-    """Whether ``user`` is on the merchant's team in one of ``roles`` (services' permission checks)."""
+    """Whether ``user`` is on the merchant's team in one of ``roles`` (roles from the role table)."""
     return Membership.objects.filter(user=user, merchant_id=merchant_id, role__in=roles).exists()
 
 
@@ -57,10 +70,18 @@ def owner_count(merchant: Merchant) -> int:
 
 
 def api_keys_for(merchant: Merchant) -> QuerySet[ApiKey]:
-    """The merchant's API keys, newest first, with who made them and what replaced them."""
+    """The merchant's API keys, newest first, with who made them, their current role
+    (``creator_role``: a key's power is its scope within it) and what replaced them."""
     return (
         ApiKey.objects.filter(merchant=merchant)
         .select_related("created_by", "rotated_to")
+        .annotate(
+            creator_role=Subquery(
+                Membership.objects.filter(
+                    user_id=OuterRef("created_by_id"), merchant_id=OuterRef("merchant_id")
+                ).values("role")[:1]
+            )
+        )
         .order_by("-created_at")
     )
 

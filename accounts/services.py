@@ -24,6 +24,7 @@ from django.utils import timezone
 from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts import merchant_roles
 from accounts.models import (
     BackupCode,
     BackupCodeDevice,
@@ -113,18 +114,111 @@ def merchant_set_status(*, actor: User | None, merchant: Merchant, status: str, 
 
 # --- Team: roles and membership --------------------------------------------------------
 
-INVITER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
-
 
 def _membership_of(user: User, merchant: Merchant) -> Membership | None:
     return Membership.objects.filter(user=user, merchant=merchant).first()
 
 
-def _require_role(actor: User, merchant: Merchant, roles: frozenset[str], doing: str) -> Membership:
+def _require_action(actor: User, merchant: Merchant, action: str) -> Membership:
+    """The actor's membership, if its current role allows ``action`` (the role table)."""
     membership = _membership_of(actor, merchant)  # returned: callers act on it
-    if membership is None or membership.role not in roles:
-        raise PermissionDeniedError(f"Your role does not allow you to {doing}.")
+    role = membership.role if membership is not None else None
+    if membership is None or not merchant_roles.role_can(role, action):
+        raise PermissionDeniedError(merchant_roles.refusal(role, action))
     return membership
+
+
+def _member_grants_follow_role(
+    *, actor: User, merchant: Merchant, member: User, old_role: str, new_role: str | None, why: str
+) -> None:
+    """What a member handed out follows their role: their API keys and pending invitations."""
+    _member_keys_follow_role(
+        actor=actor, merchant=merchant, member=member, old_role=old_role, new_role=new_role, why=why
+    )
+    _member_invitations_follow_role(actor=actor, merchant=merchant, member=member, new_role=new_role, why=why)
+
+
+def _member_invitations_follow_role(
+    *, actor: User, merchant: Merchant, member: User, new_role: str | None, why: str
+) -> None:
+    """Pending invitations the member could no longer send are withdrawn (an invitation
+    to join as owner needs an owner, any other an owner or admin)."""
+    pending = Invitation.objects.select_for_update().filter(
+        merchant=merchant,
+        invited_by=member,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    )
+    for invitation in pending.order_by("pk"):
+        needed = (
+            merchant_roles.TEAM_INVITE_OWNER if invitation.role == Role.OWNER else merchant_roles.TEAM_INVITE
+        )
+        if merchant_roles.role_can(new_role, needed):
+            continue
+        invitation.revoked_at = timezone.now()
+        invitation.save(update_fields=["revoked_at"])
+        audit.record(
+            actor=actor,
+            action="team.invitation_revoked",
+            target=invitation,
+            merchant=merchant,
+            details={"reason": why, "inviter": member.public_id, "inviter_role": new_role},
+        )
+
+
+def _member_keys_follow_role(
+    *, actor: User, merchant: Merchant, member: User, old_role: str, new_role: str | None, why: str
+) -> None:
+    """A member's API keys never outlive or outrank them (same transaction as the team change).
+
+    Removed, or moved to a role that may not hold keys: each live key is revoked. Moved to a
+    role that allows less: each key whose power shrinks is audited as limited (its power is
+    its scope within its creator's current role, read on every request, so the limit is
+    already in force).
+    """
+    from accounts.models import ApiKey
+
+    keys = ApiKey.objects.select_for_update().filter(
+        merchant=merchant, created_by=member, revoked_at__isnull=True
+    )
+    now = timezone.now()
+    revoke = new_role is None or not merchant_roles.role_can(new_role, merchant_roles.API_KEYS_MANAGE)
+    for key in keys.order_by("pk"):
+        if key.expires_at is not None and key.expires_at <= now:
+            continue
+        if revoke:
+            key.revoked_at = now
+            key.save(update_fields=["revoked_at"])
+            audit.record(
+                actor=actor,
+                action="api_key.revoked",
+                target=key,
+                merchant=merchant,
+                details={
+                    "reason": why,
+                    "creator": member.public_id,
+                    "from_role": old_role,
+                    "to_role": new_role,
+                },
+            )
+            continue
+        before = merchant_roles.key_actions(key.scope, old_role)
+        after = merchant_roles.key_actions(key.scope, new_role)
+        if before - after:
+            audit.record(
+                actor=actor,
+                action="api_key.limited",
+                target=key,
+                merchant=merchant,
+                details={
+                    "reason": why,
+                    "creator": member.public_id,
+                    "from_role": old_role,
+                    "to_role": new_role,
+                    "lost": sorted(before - after),
+                },
+            )
 
 
 def membership_change_role(*, actor: User, membership: Membership, role: str) -> Membership:
@@ -132,7 +226,7 @@ def membership_change_role(*, actor: User, membership: Membership, role: str) ->
         raise ApplicationError("Choose one of the listed roles.")
     with transaction.atomic():
         merchant = Merchant.objects.select_for_update().get(pk=membership.merchant_id)
-        _require_role(actor, merchant, frozenset({Role.OWNER}), "change roles")
+        _require_action(actor, merchant, merchant_roles.TEAM_MANAGE)
         locked = Membership.objects.select_for_update().get(pk=membership.pk)
         if locked.role == role:
             return locked
@@ -150,13 +244,21 @@ def membership_change_role(*, actor: User, membership: Membership, role: str) ->
             merchant=merchant,
             details={"from": previous, "to": role},
         )
+        _member_grants_follow_role(
+            actor=actor,
+            merchant=merchant,
+            member=locked.user,
+            old_role=previous,
+            new_role=role,
+            why="role_changed",
+        )
     return locked
 
 
 def membership_remove(*, actor: User, membership: Membership) -> None:
     with transaction.atomic():
         merchant = Merchant.objects.select_for_update().get(pk=membership.merchant_id)
-        _require_role(actor, merchant, frozenset({Role.OWNER}), "remove teammates")
+        _require_action(actor, merchant, merchant_roles.TEAM_MANAGE)
         locked = Membership.objects.select_for_update().filter(pk=membership.pk).first()
         if locked is None:
             raise ApplicationError("That teammate has already been removed.")
@@ -172,6 +274,14 @@ def membership_remove(*, actor: User, membership: Membership) -> None:
             target=removed_user,
             merchant=merchant,
             details={"role": locked.role},
+        )
+        _member_grants_follow_role(
+            actor=actor,
+            merchant=merchant,
+            member=removed_user,
+            old_role=locked.role,
+            new_role=None,
+            why="member_removed",
         )
 
 
@@ -195,8 +305,8 @@ def invitation_create(*, actor: User, merchant: Merchant, email: str, role: str)
         raise ApplicationError("Choose one of the listed roles.")
     with transaction.atomic():
         merchant = Merchant.objects.select_for_update().get(pk=merchant.pk)
-        inviter = _require_role(actor, merchant, INVITER_ROLES, "invite teammates")
-        if role == Role.OWNER and inviter.role != Role.OWNER:
+        inviter = _require_action(actor, merchant, merchant_roles.TEAM_INVITE)
+        if role == Role.OWNER and not merchant_roles.role_can(inviter.role, merchant_roles.TEAM_INVITE_OWNER):
             raise PermissionDeniedError("Only an owner can invite another owner.")
         if Membership.objects.filter(merchant=merchant, user__email=email).exists():
             raise ApplicationError("That person is already on this team.")
@@ -250,7 +360,7 @@ def _send_invitation_email(issued: IssuedInvitation, actor: User) -> None:
 def invitation_revoke(*, actor: User, invitation: Invitation) -> Invitation:
     with transaction.atomic():
         locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
-        _require_role(actor, locked.merchant, INVITER_ROLES, "revoke invitations")
+        _require_action(actor, locked.merchant, merchant_roles.TEAM_INVITE)
         if locked.status != "pending":
             raise ApplicationError(f"This invitation is already {locked.status}.")
         locked.revoked_at = timezone.now()

@@ -11,14 +11,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.forms import AcceptInvitationForm, InviteForm, RoleForm
+from accounts.merchant_roles import TEAM_INVITE, TEAM_MANAGE, TEAM_VIEW, refusal, role_can
 from accounts.middleware import MERCHANT_SESSION_KEY
 from accounts.models import Role
+from accounts.otp import require_recent_otp
 from accounts.overview import panels_for
 from accounts.permissions import merchant_member_required
 from accounts.roles import STAFF_ROLES
 from security.errors import ApplicationError
-
-TEAM_MANAGERS = (Role.OWNER, Role.ADMIN)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -55,38 +55,23 @@ def switch_merchant(request: HttpRequest) -> HttpResponse:
 # --- Team ----------------------------------------------------------------------------
 
 
-@merchant_member_required()
+@merchant_member_required(TEAM_VIEW)
 @require_http_methods(["GET", "POST"])
 def team(request: HttpRequest) -> HttpResponse:
+    """The team page; a POST invites someone (a team change: the role table, then a fresh code)."""
+    membership = request.membership  # type: ignore[attr-defined]
+    if request.method == "POST":
+        if not role_can(membership.role, TEAM_INVITE):
+            messages.error(request, refusal(membership.role, TEAM_INVITE))
+            return redirect("team")
+        return _team_invite(request)
+    return _team_page(request, None)
+
+
+def _team_page(request: HttpRequest, form: InviteForm | None, status: int = 200) -> HttpResponse:
     membership = request.membership  # type: ignore[attr-defined]
     merchant = membership.merchant
-    can_invite = membership.role in TEAM_MANAGERS
-    form = InviteForm(request.POST or None) if can_invite else None
-    status = 200
-    if request.method == "POST":
-        if form is None:
-            messages.error(request, "Your role does not allow you to invite teammates.")
-            return redirect("team")
-        if form.is_valid():
-            try:
-                issued = services.invitation_create(
-                    actor=request.user,
-                    merchant=merchant,
-                    email=form.cleaned_data["email"],
-                    role=form.cleaned_data["role"],
-                )
-            except ApplicationError as exc:
-                form.add_error(None, exc.message)
-                status = 400
-            else:
-                messages.success(
-                    request,
-                    f"Invitation sent to {issued.invitation.email}. The link works once and "
-                    "expires in 72 hours.",
-                )
-                return redirect("team")
-        else:
-            status = 400
+    can_invite = role_can(membership.role, TEAM_INVITE)
     return render(
         request,
         "accounts/team.html",
@@ -94,16 +79,39 @@ def team(request: HttpRequest) -> HttpResponse:
             "merchant": merchant,
             "members": selectors.team_members(merchant),
             "invitations": selectors.pending_invitations(merchant) if can_invite else [],
-            "form": form,
-            "is_owner": membership.role == Role.OWNER,
+            "form": (form or InviteForm()) if can_invite else None,
+            "is_owner": role_can(membership.role, TEAM_MANAGE),
             "roles": Role.choices,
         },
         status=status,
     )
 
 
-@merchant_member_required(Role.OWNER)
+@require_recent_otp(minutes=5)
+def _team_invite(request: HttpRequest) -> HttpResponse:
+    form = InviteForm(request.POST)
+    if not form.is_valid():
+        return _team_page(request, form, 400)
+    try:
+        issued = services.invitation_create(
+            actor=request.user,
+            merchant=request.membership.merchant,  # type: ignore[attr-defined]
+            email=form.cleaned_data["email"],
+            role=form.cleaned_data["role"],
+        )
+    except ApplicationError as exc:
+        form.add_error(None, exc.message)
+        return _team_page(request, form, 400)
+    messages.success(
+        request,
+        f"Invitation sent to {issued.invitation.email}. The link works once and expires in 72 hours.",
+    )
+    return redirect("team")
+
+
+@merchant_member_required(TEAM_MANAGE)
 @require_POST
+@require_recent_otp(minutes=5)
 def team_member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     target = selectors.team_member(merchant, membership_id)
@@ -122,8 +130,9 @@ def team_member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
     return redirect("team")
 
 
-@merchant_member_required(Role.OWNER)
+@merchant_member_required(TEAM_MANAGE)
 @require_http_methods(["GET", "POST"])
+@require_recent_otp(minutes=5)
 def team_member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     target = selectors.team_member(merchant, membership_id)
@@ -140,7 +149,7 @@ def team_member_remove(request: HttpRequest, membership_id: int) -> HttpResponse
     return render(request, "accounts/team_remove_confirm.html", {"target": target, "merchant": merchant})
 
 
-@merchant_member_required(*TEAM_MANAGERS)
+@merchant_member_required(TEAM_INVITE)
 @require_POST
 def invitation_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]

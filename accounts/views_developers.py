@@ -9,13 +9,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from accounts import api_keys, selectors
+from accounts import api_keys, merchant_roles, selectors
+from accounts.merchant_roles import API_KEYS_MANAGE
 from accounts.models import ApiKey, Merchant, Role
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from security.errors import ApplicationError
 
-KEY_MANAGERS = (Role.OWNER, Role.ADMIN, Role.DEVELOPER)
 FRESH_KEY_SESSION = "fresh_api_key"
 
 
@@ -44,22 +44,39 @@ def _page(
     request: HttpRequest, merchant: Merchant, form: ApiKeyForm, status: int = 200, **extra: object
 ) -> HttpResponse:
     """The Developers page: the merchant's keys (newest 200) and the new-key form."""
+    keys = list(selectors.api_keys_for(merchant)[:200])
+    for key in keys:
+        key.power_note = _power_note(key)  # type: ignore[attr-defined]
     return render(
         request,
         "accounts/developers.html",
-        {"keys": selectors.api_keys_for(merchant)[:200], "form": form, "merchant": merchant, **extra},
+        {"keys": keys, "form": form, "merchant": merchant, **extra},
         status=status,
     )
 
 
+def _power_note(key: ApiKey) -> str:
+    """Why a key can do less than its scope says: its creator's current role (the role table)."""
+    role = getattr(key, "creator_role", None)
+    if role is None:
+        return "Refused: its creator is no longer on the team."
+    lost = merchant_roles.SCOPE_ACTIONS.get(key.scope, frozenset()) - merchant_roles.key_actions(
+        key.scope, role
+    )
+    if not lost:
+        return ""
+    doing = ", ".join(merchant_roles.ROLE_TABLE[a].doing for a in sorted(lost))
+    return f"Limited to its creator's role ({Role(role).label.lower()}): cannot {doing}."
+
+
 @never_cache
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 def developers(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     return _page(request, merchant, ApiKeyForm(), fresh=request.session.pop(FRESH_KEY_SESSION, None))
 
 
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 @require_http_methods(["POST"])
 @require_recent_otp(minutes=5)
 def api_key_create(request: HttpRequest) -> HttpResponse:
@@ -76,7 +93,7 @@ def api_key_create(request: HttpRequest) -> HttpResponse:
     return redirect("developers")
 
 
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 @require_http_methods(["GET", "POST"])
 @require_recent_otp(minutes=5)
 def api_key_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -93,7 +110,7 @@ def api_key_rotate(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect("developers")
 
 
-@merchant_member_required(*KEY_MANAGERS)
+@merchant_member_required(API_KEYS_MANAGE)
 @require_http_methods(["GET", "POST"])
 def api_key_revoke(request: HttpRequest, public_id: str) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]

@@ -31,7 +31,7 @@ def main() -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from accounts.models import Merchant, User
+    from accounts.models import Membership, Merchant, Role, User
     from payments import fraud_rules
     from payments.models import Customer, Payment
 
@@ -40,6 +40,7 @@ def main() -> None:
         display_name="Bench", legal_name="Bench Ltd", country="GB", status="active"
     )
     owner = User.objects.create_user("owner@bench.example.com", None)
+    Membership.objects.create(user=owner, merchant=merchant, role=Role.OWNER)  # rules are an owner's to edit
     customers = [
         Customer.objects.create(merchant=merchant, email=f"c{i}@bench.example.com") for i in range(2_000)
     ]

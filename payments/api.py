@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import merchant_roles
 from accounts.api_auth import MerchantApiAccess, api_merchant
 from accounts.models import ApiKey, Merchant
 from accounts.otp import otp_is_recent
@@ -43,8 +44,6 @@ from payments.models import CheckoutSession, IdempotencyRecord, Payment, Refund
 from security.crypto import preload_keys
 from security.errors import ApplicationError, NotFound, PermissionDeniedError
 from security.ids import new_public_id
-
-REFUNDER_ROLES = services.REFUNDER_ROLES
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
@@ -125,6 +124,8 @@ def _page(request: Request, base: QuerySet[Any], filtered: QuerySet[Any], serial
 
 
 class CheckoutSessionListCreate(MerchantApiView):
+    api_actions = {"POST": merchant_roles.LINKS_MANAGE}
+
     @extend_schema(
         operation_id="checkout_sessions_list",
         summary="List checkout sessions",
@@ -195,6 +196,8 @@ class CheckoutSessionDetail(MerchantApiView):
 
 
 class CheckoutSessionExpire(MerchantApiView):
+    api_actions = {"POST": merchant_roles.LINKS_MANAGE}
+
     @extend_schema(
         operation_id="checkout_sessions_expire",
         summary="Expire an open checkout session now",
@@ -265,16 +268,13 @@ class PaymentDetail(MerchantApiView):
 
 
 class TeamRefunderWithRecentOTP(permissions.BasePermission):
-    """Refunding from a team session (not an API key) takes the owner or admin role and a code
-    entered in the last 5 minutes: the dashboard's rules. Checked before the Idempotency-Key is
-    taken, so a refused request stores nothing."""
+    """Refunding from a team session (not an API key) takes a code entered in the last 5 minutes,
+    as in the dashboard; who may refund at all is the role table's (``MerchantApiAccess``, before
+    this). Checked before the Idempotency-Key is taken, so a refused request stores nothing."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if request.method in permissions.SAFE_METHODS or isinstance(request.auth, ApiKey):
             return True
-        membership = request._request.membership  # type: ignore[attr-defined]
-        if membership.role not in REFUNDER_ROLES:
-            raise PermissionDeniedError("Only owners and admins can refund.")
         if not otp_is_recent(request._request, 5):
             raise PermissionDeniedError(
                 "Confirm with a fresh authentication code before refunding.", code="recent_otp_required"
@@ -284,6 +284,7 @@ class TeamRefunderWithRecentOTP(permissions.BasePermission):
 
 class RefundListCreate(MerchantApiView):
     permission_classes = [*MerchantApiView.permission_classes, TeamRefunderWithRecentOTP]
+    api_actions = {"POST": merchant_roles.PAYMENTS_REFUND}
 
     @extend_schema(
         operation_id="refunds_list",
@@ -312,10 +313,11 @@ class RefundListCreate(MerchantApiView):
         summary="Refund all or part of a payment",
         description=(
             "Never more than was captured, counting refunds still pending; the same limits as the dashboard. "
-            "Team members need the owner or admin role and a second factor entered in the last 5 minutes. "
-            "If the payment provider's answer is lost, the refund is answered with status `pending` and "
-            "confirmed later (it is never sent twice); while it is, other refunds of the payment are "
-            "refused with 409 `refund_unconfirmed`."
+            "Team members need a role the role table lets refund (owner or admin) and a second factor "
+            "entered in the last 5 minutes; an API key needs the write scope and a creator whose current "
+            "role may refund. If the payment provider's answer is lost, the refund is answered with status "
+            "`pending` and confirmed later (it is never sent twice); while it is, other refunds of the "
+            "payment are refused with 409 `refund_unconfirmed`."
         ),
         parameters=[IDEMPOTENCY_PARAMETER],
         request=RefundCreateSerializer,

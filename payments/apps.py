@@ -12,12 +12,14 @@ class PaymentsConfig(AppConfig):
         register(NavItem("Payment links", "payment_links", "merchant", 25))
         register(
             NavItem(
-                "Review queue", "payments_review_queue", "merchant", 21, merchant_roles=("owner", "admin")
+                "Review queue", "payments_review_queue", "merchant", 21, merchant_action="payments.review"
             )
         )
         register(NavItem("Disputes", "payments_disputes", "merchant", 22))
         register(
-            NavItem("Fraud rules", "payments_fraud_rules", "merchant", 27, merchant_roles=("owner", "admin"))
+            NavItem(
+                "Fraud rules", "payments_fraud_rules", "merchant", 27, merchant_action="fraud_rules.manage"
+            )
         )
 
         from accounts import notices

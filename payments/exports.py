@@ -9,8 +9,11 @@
 * :func:`payment_export_download` hands the file to a team member a part at a
   time (for a streaming response) and audits it.
 
-Customer emails: owners and admins get them in full (they can already reveal
-them on a payment); every other role gets them masked (``j•••@example.com``).
+Customer emails: roles the role table allows ``payments.export_full_emails``
+(owners and admins, who can already reveal them on a payment) get them in full;
+every other role gets them masked (``j•••@example.com``). The downloader's role
+is checked again at download time: an export holding full emails is refused to
+anyone whose current role does not allow them, whoever made it.
 Every cell that a spreadsheet would read as a formula (starting with ``=``,
 ``+``, ``-``, ``@``, a tab or a carriage return) is prefixed with ``'``.
 """
@@ -26,19 +29,25 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Merchant, Role, User
+from accounts import merchant_roles
+from accounts.models import Merchant, User
+from accounts.selectors import member_role
 from payments import money, selectors
 from payments.forms_dashboard import PaymentFilterForm, PaymentFilters
 from payments.keyset import Anchor, keyset_rows
 from payments.models import Payment, PaymentExport, PaymentExportPart
 from security import audit
 from security.crypto import is_erased, preload_keys
-from security.errors import ApplicationError, IllegalTransition
+from security.errors import ApplicationError, IllegalTransition, PermissionDeniedError
 from security.masking import mask_email
 
 EXPORT_TTL = timedelta(days=7)
+FULL_EMAILS_REFUSED = "export_full_emails_refused"
+FULL_EMAILS_REFUSAL = (
+    "This export holds customers' full email addresses, which only owners and admins may download. "
+    "Start your own export of the same payments instead: it masks the emails."
+)
 BATCH = 1000
-FULL_EMAIL_ROLES = (Role.OWNER, Role.ADMIN)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = [
     "id",
@@ -112,14 +121,20 @@ def filters_from(raw: dict[str, str]) -> PaymentFilters:
 def payment_export_create(
     *, actor: User, merchant: Merchant, role: str, raw_filters: dict[str, str]
 ) -> PaymentExport:
-    """Queue an export of the payments matching ``raw_filters`` (the list's query string)."""
+    """Queue an export of the payments matching ``raw_filters`` (the list's query string).
+
+    ``role`` is the requester's role as the view saw it; the role checked is the current one.
+    """
     filters_from(raw_filters)  # refuse bad filters now, not in the worker
     with transaction.atomic():
+        current = member_role(actor, merchant.pk)
+        if not merchant_roles.role_can(current, merchant_roles.PAYMENTS_EXPORT):
+            raise PermissionDeniedError(merchant_roles.refusal(current, merchant_roles.PAYMENTS_EXPORT))
         export = PaymentExport.objects.create(
             merchant=merchant,
             requested_by=actor,
             filters=raw_filters,
-            full_emails=role in FULL_EMAIL_ROLES,
+            full_emails=merchant_roles.role_can(current, merchant_roles.PAYMENTS_EXPORT_FULL_EMAILS),
         )
         audit.record(
             actor=actor,
@@ -264,8 +279,20 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[b
     """The export's file for a team member of its merchant, a part at a time; audited.
 
     Checks and the audit event happen here, before the first byte is sent; the parts are
-    read (and decrypted) one by one as the response streams.
+    read (and decrypted) one by one as the response streams. An export holding full customer
+    emails goes only to someone whose *current* role allows them (the role table), whoever
+    made it; a refusal is audited.
     """
+    role = member_role(actor, export.merchant_id)
+    if export.full_emails and not merchant_roles.role_can(role, merchant_roles.PAYMENTS_EXPORT_FULL_EMAILS):
+        audit.record(
+            actor=actor,
+            action="payments.export_download_refused",
+            target=export,
+            merchant=export.merchant,
+            details={"role": role or "", "reason": "full_emails"},
+        )
+        raise PermissionDeniedError(FULL_EMAILS_REFUSAL, code=FULL_EMAILS_REFUSED)
     with transaction.atomic():
         locked = (
             PaymentExport.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=export.pk)

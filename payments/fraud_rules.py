@@ -53,13 +53,15 @@ from django.db import transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
+from accounts import merchant_roles
 from accounts.models import Merchant, User
+from accounts.selectors import member_can
 from payments import batch_memo, countries, money
 from payments.fraud import ALLOW, Decision
 from payments.models import FraudRule, Payment, PaymentEvent
 from security import audit
 from security.blind_index import blind_index
-from security.errors import ApplicationError
+from security.errors import ApplicationError, PermissionDeniedError
 from security.masking import mask_email
 
 log = logging.getLogger("fintech_portal.payments")
@@ -325,6 +327,12 @@ def _audit_details(rule: FraudRule, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _require_editor(actor: User, merchant_id: int) -> None:
+    """The actor's current role must let them manage fraud rules (the role table)."""
+    if not member_can(actor, merchant_id, merchant_roles.FRAUD_RULES_MANAGE):
+        raise PermissionDeniedError("Only owners and admins manage fraud rules.")
+
+
 def fraud_rule_create(
     *,
     actor: User,
@@ -345,6 +353,7 @@ def fraud_rule_create(
         created_by=actor,
     )
     with transaction.atomic():
+        _require_editor(actor, merchant.pk)
         rule.save(force_insert=True)
         audit.record(
             actor=actor,
@@ -368,6 +377,7 @@ def fraud_rule_update(
     }
     with transaction.atomic():
         locked = FraudRule.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=rule.pk)
+        _require_editor(actor, locked.merchant_id)
         changed = [name for name, value in values.items() if getattr(locked, name) != value]
         if not changed:
             return locked
@@ -388,6 +398,7 @@ def fraud_rule_update(
 def fraud_rule_set_enabled(*, actor: User, rule: FraudRule, enabled: bool) -> FraudRule:
     with transaction.atomic():
         locked = FraudRule.objects.select_for_update(of=("self",)).select_related("merchant").get(pk=rule.pk)
+        _require_editor(actor, locked.merchant_id)
         if locked.enabled == enabled:
             return locked
         locked.enabled = enabled
@@ -413,6 +424,7 @@ def fraud_rule_delete(*, actor: User, rule: FraudRule) -> None:
         )
         if locked is None:
             return
+        _require_editor(actor, locked.merchant_id)
         audit.record(
             actor=actor,
             action="fraud_rule.deleted",

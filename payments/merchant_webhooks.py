@@ -45,8 +45,9 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Merchant, Role, User
-from accounts.selectors import member_role_in
+from accounts import merchant_roles
+from accounts.models import Merchant, User
+from accounts.selectors import member_can
 from payments import batch_memo
 from payments.models import Payment, Refund, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from payments.models.endpoints import EVENT_TYPES
@@ -71,7 +72,6 @@ ATTEMPT_LEASE = timedelta(minutes=2)
 SNIPPET_LENGTH = 500
 MAX_RESPONSE_BYTES = 256 * 1024
 USER_AGENT = "fintech_portal-webhooks/1"
-MANAGER_ROLES = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
 PAYMENT_STATUSES_SENT = frozenset(
     {
         Payment.Status.REQUIRES_ACTION,
@@ -136,7 +136,7 @@ class IssuedEndpoint:
 
 
 def _require_manager(actor: User, merchant: Merchant) -> None:
-    if not member_role_in(actor, merchant.pk, MANAGER_ROLES):
+    if not member_can(actor, merchant.pk, merchant_roles.WEBHOOKS_MANAGE):
         raise PermissionDeniedError("Only owners, admins and developers manage webhook endpoints.")
 
 

@@ -29,7 +29,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from accounts.models import Merchant, Role, User
+from accounts import merchant_roles
+from accounts.models import Merchant, User
 from accounts.selectors import member_role_in
 from payments import batch_memo, events_codec, fraud, money, selectors, signals, stats
 from payments.gateways import registry
@@ -851,8 +852,8 @@ def _review_close(payment: Payment, *, actor: User, approve: bool, message: str)
 # --- Refunds -------------------------------------------------------------------------------------
 
 
-# Team roles that may refund (a merchant API key with the write scope may too).
-REFUNDER_ROLES = frozenset({Role.OWNER, Role.ADMIN})
+# Team roles that may refund: the role table's (a write key may too, within its creator's role).
+REFUNDER_ROLES = merchant_roles.roles_allowed(merchant_roles.PAYMENTS_REFUND)
 
 
 # A refund sent to the gateway whose answer never came (a timeout, an unreadable answer) stays

@@ -11,6 +11,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.merchant_roles import PAYMENTS_EXPORT, PAYMENTS_EXPORT_FULL_EMAILS, PAYMENTS_VIEW, role_can
+from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from payments import exports, selectors
 from payments.forms_dashboard import FILTER_FIELDS, PaymentFilterForm
@@ -18,7 +20,7 @@ from payments.models import PaymentExport
 from security.errors import ApplicationError
 
 
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_VIEW)
 @require_GET
 def payments_list(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
@@ -59,8 +61,9 @@ def _page_url(raw: dict[str, str], **cursor: str | None) -> str:
     return reverse("payments_list") + ("?" + urlencode(params) if params else "")
 
 
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_EXPORT)
 @require_POST
+@require_recent_otp(minutes=5)
 def export_create(request: HttpRequest) -> HttpResponse:
     membership = request.membership  # type: ignore[attr-defined]
     form = PaymentFilterForm(request.POST)
@@ -84,15 +87,23 @@ def _export(request: HttpRequest, public_id: str) -> PaymentExport:
     return export
 
 
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_EXPORT)
 @require_GET
 def exports_list(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     return render(request, "payments/exports.html", {"exports": selectors.payment_exports_for(merchant)[:50]})
 
 
+def _may_download(request: HttpRequest, export: PaymentExport) -> bool:
+    """Whether the viewer's current role may have this export's file (full emails need the role)."""
+    return not export.full_emails or role_can(
+        request.membership.role,  # type: ignore[attr-defined]
+        PAYMENTS_EXPORT_FULL_EMAILS,
+    )
+
+
 @never_cache
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_EXPORT)
 @require_GET
 def export_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     export = _export(request, public_id)
@@ -104,25 +115,35 @@ def export_detail(request: HttpRequest, public_id: str) -> HttpResponse:
             "progress": exports.payment_export_progress(export),
             "query": urlencode(export.filters),
             "expired": export.is_expired(),
+            "may_download": _may_download(request, export),
+            "refusal": exports.FULL_EMAILS_REFUSAL,
         },
     )
 
 
 @never_cache
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_EXPORT)
 @require_GET
 def export_progress(request: HttpRequest, public_id: str) -> JsonResponse:
     return JsonResponse(exports.payment_export_progress(_export(request, public_id)))
 
 
 @never_cache
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_EXPORT)
 @require_GET
 def export_download(request: HttpRequest, public_id: str) -> HttpResponse:
     export = _export(request, public_id)
     try:
         parts = exports.payment_export_download(actor=request.user, export=export)
     except ApplicationError as exc:
+        if exc.code == exports.FULL_EMAILS_REFUSED:
+            # Say why, and offer the same export with masked emails (a page, not a bare 403).
+            return render(
+                request,
+                "payments/export_refused.html",
+                {"export": export, "reason": exc.message, "filters": export.filters},
+                status=403,
+            )
         messages.error(request, exc.message)
         return redirect("payment_export_detail", public_id=public_id)
     response = StreamingHttpResponse(parts, content_type="text/csv; charset=utf-8")

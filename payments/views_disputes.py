@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from accounts.merchant_roles import DISPUTES_VIEW
 from accounts.permissions import merchant_member_required
 from payments import selectors
 from payments.models import Dispute
@@ -26,7 +27,7 @@ FILTERS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-@merchant_member_required()
+@merchant_member_required(DISPUTES_VIEW)
 def disputes(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     status = request.GET.get("status", "")

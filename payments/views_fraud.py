@@ -12,15 +12,13 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import Role
+from accounts.merchant_roles import FRAUD_RULES_MANAGE, PAYMENTS_REVIEW
 from accounts.permissions import merchant_member_required
 from payments import fraud_rules, selectors
 from payments.forms_fraud import FORMS, RuleForm
 from payments.models import FraudRule
 from security import crypto
 
-RULE_EDITORS = (Role.OWNER, Role.ADMIN)
-REVIEWERS = (Role.OWNER, Role.ADMIN)
 PAGE = 50
 
 
@@ -35,7 +33,7 @@ def _apply_error(form: RuleForm, exc: fraud_rules.RuleInvalid) -> None:
     form.add_error(exc.field if exc.field in form.fields else None, exc.message)
 
 
-@merchant_member_required(*RULE_EDITORS)
+@merchant_member_required(FRAUD_RULES_MANAGE)
 def rules_list(request: HttpRequest) -> HttpResponse:
     rules = list(selectors.fraud_rules_for(request.membership.merchant))  # type: ignore[attr-defined]
     rows = [(rule, fraud_rules.describe(rule.kind, rule.parameters)) for rule in rules]
@@ -82,7 +80,7 @@ def _rule_form(
     )
 
 
-@merchant_member_required(*RULE_EDITORS)
+@merchant_member_required(FRAUD_RULES_MANAGE)
 @require_http_methods(["GET", "POST"])
 def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
     form_class = FORMS.get(kind)
@@ -104,7 +102,7 @@ def rule_create(request: HttpRequest, kind: str) -> HttpResponse:
     )
 
 
-@merchant_member_required(*RULE_EDITORS)
+@merchant_member_required(FRAUD_RULES_MANAGE)
 @require_http_methods(["GET", "POST"])
 def rule_edit(request: HttpRequest, public_id: str) -> HttpResponse:
     rule = _rule(request, public_id)
@@ -119,7 +117,7 @@ def rule_edit(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
-@merchant_member_required(*RULE_EDITORS)
+@merchant_member_required(FRAUD_RULES_MANAGE)
 @require_POST
 def rule_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
     rule = _rule(request, public_id)
@@ -133,7 +131,7 @@ def rule_toggle(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect("payments_fraud_rules")
 
 
-@merchant_member_required(*RULE_EDITORS)
+@merchant_member_required(FRAUD_RULES_MANAGE)
 @require_http_methods(["GET", "POST"])
 def rule_delete(request: HttpRequest, public_id: str) -> HttpResponse:
     rule = _rule(request, public_id)
@@ -148,7 +146,7 @@ def rule_delete(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
-@merchant_member_required(*REVIEWERS)
+@merchant_member_required(PAYMENTS_REVIEW)
 def review_queue(request: HttpRequest) -> HttpResponse:
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     paginator = Paginator(selectors.review_queue_for(merchant), PAGE)

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from accounts.models import Role
+from accounts.merchant_roles import LINKS_MANAGE, PAYMENTS_VIEW, refusal, role_can
 from accounts.permissions import merchant_member_required
 from payments import selectors, services
 from payments.forms import CheckoutSessionForm
 from security.errors import ApplicationError
 
-LINK_MAKERS = (Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.ANALYST)
 PAGE = 50
 
 
-@merchant_member_required()
+def _can_manage(request: HttpRequest) -> bool:
+    return role_can(request.membership.role, LINKS_MANAGE)  # type: ignore[attr-defined]
+
+
+def _require_manager(request: HttpRequest) -> None:
+    """Everyone on the team sees the links; making and expiring them follows the role table."""
+    if request.method == "POST" and not _can_manage(request):
+        raise PermissionDenied(refusal(request.membership.role, LINKS_MANAGE))  # type: ignore[attr-defined]
+
+
+@merchant_member_required(PAYMENTS_VIEW)
 @require_http_methods(["GET", "POST"])
 def links(request: HttpRequest) -> HttpResponse:
+    _require_manager(request)
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     form = CheckoutSessionForm(request.POST or None)
     status = 200
@@ -44,12 +55,18 @@ def links(request: HttpRequest) -> HttpResponse:
         else:
             status = 400
     sessions = selectors.checkout_sessions_for(merchant).order_by("-created_at", "-id")[:PAGE]
-    return render(request, "payments/links.html", {"form": form, "sessions": sessions}, status=status)
+    return render(
+        request,
+        "payments/links.html",
+        {"form": form, "sessions": sessions, "can_manage": _can_manage(request)},
+        status=status,
+    )
 
 
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_VIEW)
 @require_http_methods(["GET", "POST"])
 def link_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    _require_manager(request)
     merchant = request.membership.merchant  # type: ignore[attr-defined]
     session = selectors.checkout_session_for(merchant, public_id)
     if session is None:
@@ -69,5 +86,6 @@ def link_detail(request: HttpRequest, public_id: str) -> HttpResponse:
             "session": session,
             "url": request.build_absolute_uri(f"/pay/{session.public_id}/"),
             "payments": session.payments.order_by("-created_at")[:20],
+            "can_manage": _can_manage(request),
         },
     )

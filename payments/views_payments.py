@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.merchant_roles import PAYMENTS_REFUND, PAYMENTS_REVIEW, PAYMENTS_VIEW, role_can
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from payments import money, selectors, services
@@ -20,7 +21,6 @@ from payments.models import Dispute, Payment
 from security.errors import ApplicationError
 from security.ids import new_public_id
 
-REFUNDERS = tuple(services.REFUNDER_ROLES)
 # The review form's buttons: (approve, the status the decision is meant for).
 REVIEW_DECISIONS: dict[str, tuple[bool, str]] = {
     "capture": (True, Payment.Status.REQUIRES_CAPTURE),
@@ -52,7 +52,8 @@ def _disputes_with_countdowns(payment: Payment) -> list[tuple[Dispute, Countdown
 
 
 def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | None = None) -> dict:
-    can_refund = request.membership.role in REFUNDERS  # type: ignore[attr-defined]
+    role = request.membership.role  # type: ignore[attr-defined]
+    can_refund = role_can(role, PAYMENTS_REFUND)
     # Pending refunds count: the form offers what the refund service will accept.
     available = selectors.payment_refund_available(payment)
     return {
@@ -60,20 +61,20 @@ def _detail_context(request: HttpRequest, payment: Payment, form: RefundForm | N
         "timeline": selectors.payment_timeline(payment),
         "refunds": selectors.refunds_for_payment(payment),
         "disputes": _disputes_with_countdowns(payment),
-        "can_review": can_refund,
+        "can_review": role_can(role, PAYMENTS_REVIEW),
         "can_refund": can_refund and payment.status == Payment.Status.SUCCEEDED and available > 0,
         "form": form or RefundForm(initial={"refund_id": new_public_id("re")}),
         "refundable_display": money.format_minor(available, payment.currency),
     }
 
 
-@merchant_member_required()
+@merchant_member_required(PAYMENTS_VIEW)
 def payment_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     payment = _payment(request, public_id)
     return render(request, "payments/payment_detail.html", _detail_context(request, payment))
 
 
-@merchant_member_required(*REFUNDERS)
+@merchant_member_required(PAYMENTS_REFUND)
 @require_POST
 @require_recent_otp(minutes=5)
 def refund_create(request: HttpRequest, public_id: str) -> HttpResponse:
@@ -113,7 +114,7 @@ def refund_create(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
-@merchant_member_required(*REFUNDERS)
+@merchant_member_required(PAYMENTS_REVIEW)
 @require_http_methods(["POST"])
 @require_recent_otp(minutes=5)
 def review_decide(request: HttpRequest, public_id: str) -> HttpResponse:

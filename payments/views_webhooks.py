@@ -11,7 +11,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.models import Merchant, Role
+from accounts.merchant_roles import WEBHOOKS_MANAGE
+from accounts.models import Merchant
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from payments import merchant_webhooks, selectors
@@ -19,7 +20,6 @@ from payments.models import WebhookDelivery, WebhookEndpoint
 from payments.models.endpoints import EVENT_TYPES
 from security.errors import ApplicationError
 
-MANAGERS = (Role.OWNER, Role.ADMIN, Role.DEVELOPER)
 FRESH_SECRET_SESSION = "fresh_webhook_secret"  # noqa: S105 - a session key name
 DELIVERIES_PER_PAGE = 50
 
@@ -77,12 +77,12 @@ def _list(request: HttpRequest, form: EndpointForm, status: int = 200) -> HttpRe
 
 
 @never_cache
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 def endpoints(request: HttpRequest) -> HttpResponse:
     return _list(request, EndpointForm())
 
 
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 @require_POST
 @require_recent_otp(minutes=5)
 def endpoint_create(request: HttpRequest) -> HttpResponse:
@@ -109,7 +109,7 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 def endpoint_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     endpoint = _endpoint(request, public_id)
     deliveries = list(selectors.webhook_deliveries_for(endpoint)[:DELIVERIES_PER_PAGE])
@@ -120,7 +120,7 @@ def endpoint_detail(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 @require_POST
 def endpoint_set_status(request: HttpRequest, public_id: str) -> HttpResponse:
     endpoint = _endpoint(request, public_id)
@@ -147,7 +147,7 @@ def endpoint_set_status(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect("webhook_endpoint_detail", public_id=public_id)
 
 
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 @require_http_methods(["GET", "POST"])
 def endpoint_delete(request: HttpRequest, public_id: str) -> HttpResponse:
     endpoint = _endpoint(request, public_id)
@@ -170,7 +170,7 @@ def _pretty(body: str) -> str:
 
 
 @never_cache
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 def delivery_detail(request: HttpRequest, public_id: str, delivery_id: str) -> HttpResponse:
     delivery = _delivery(request, public_id, delivery_id)
     return render(
@@ -185,7 +185,7 @@ def delivery_detail(request: HttpRequest, public_id: str, delivery_id: str) -> H
     )
 
 
-@merchant_member_required(*MANAGERS)
+@merchant_member_required(WEBHOOKS_MANAGE)
 @require_POST
 def delivery_resend(request: HttpRequest, public_id: str, delivery_id: str) -> HttpResponse:
     delivery = _delivery(request, public_id, delivery_id)

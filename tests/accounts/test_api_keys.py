@@ -157,6 +157,7 @@ def test_outsider_cannot_revoke_or_rotate_another_merchants_key(verified_client,
 
 class _WriteProbe(APIView):
     permission_classes = [MerchantApiAccess]
+    api_actions = {"POST": "links.manage"}  # a write names its role-table action (undeclared: refused)
 
     def get(self, request):
         return Response({"ok": True})

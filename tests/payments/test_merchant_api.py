@@ -256,7 +256,9 @@ def test_analysts_read_but_cannot_write_and_developers_cannot_refund(verified_cl
     assert call("POST", SESSIONS, client=dev, body={"amount": 700, "currency": "GBP"}).status_code == 201
     refund = call("POST", REFUNDS, client=dev, body={"payment": payment.public_id, "reason": "x"})
     assert refund.status_code == 403 and not Refund.objects.exists()
-    assert refund.json()["error"]["message"] == "Only owners and admins can refund."
+    assert refund.json()["error"]["message"] == (
+        "Your role (developer) does not allow you to refund payments; only owners and admins can."
+    )
 
 
 def test_refunds_from_a_session_need_a_fresh_second_factor(verified_client, tenant):
