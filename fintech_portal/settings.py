@@ -464,10 +464,10 @@ BRAINTREE_API_URL: str = env.str("BRAINTREE_API_URL", default="")
 # one configured, only when this is on (default: in DEBUG).
 PAYMENTS_SIMULATED_GATEWAY: bool = env.bool("PAYMENTS_SIMULATED_GATEWAY", default=DEBUG)
 # --- Fraud rules (payments.fraud_rules) ---------------------------------------------------------------
-# The request header (Django META name) in which a trusted proxy in front of the app puts the
-# customer's country (Cloudflare: CF-IPCountry). Set it to "" when no proxy sets it: clients
-# could otherwise send it themselves.
-PAYMENTS_IP_COUNTRY_HEADER: str = env.str("PAYMENTS_IP_COUNTRY_HEADER", default="HTTP_CF_IPCOUNTRY")
+# The request header in which a trusted proxy in front of the app puts the customer's country,
+# e.g. "CF-IPCountry" behind Cloudflare (the META form "HTTP_CF_IPCOUNTRY" works too). Unset by
+# default: without such a proxy the header is whatever the client chose to send.
+PAYMENTS_IP_COUNTRY_HEADER: str = env.str("PAYMENTS_IP_COUNTRY_HEADER", default="")
 
 
 def _check_gateway_settings() -> None:
