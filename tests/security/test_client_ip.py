@@ -6,6 +6,9 @@ client is the right-most ``X-Forwarded-For`` entry; the left-most is whatever th
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from django.test import Client, RequestFactory
 from django.urls import reverse
@@ -90,6 +93,23 @@ def test_one_setting_tells_every_library_how_many_proxies_to_trust(tmp_path):
     ]
     wrong = manage("check", env=clean_env(**base, TRUSTED_PROXY_COUNT="-1"))
     assert wrong.returncode != 0 and "TRUSTED_PROXY_COUNT must be 0" in wrong.stderr
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_DIRS = ("accounts", "compliance", "fintech_portal", "kyc", "payments", "security", "banking")
+# Reading the address: the META keys, the header by name, DRF's reader (its own X-Forwarded-For rule).
+READS = re.compile(r"REMOTE_ADDR|HTTP_X_FORWARDED_FOR|[\"']x-forwarded-for[\"']|\.get_ident\(", re.I)
+
+
+def test_no_other_code_reads_the_client_address_headers():
+    """A second reader would disagree with this one (as axes' and allauth's own readers did)."""
+    readers = {
+        str(path.relative_to(ROOT))
+        for folder in SOURCE_DIRS
+        for path in (ROOT / folder).rglob("*.py")
+        if READS.search(path.read_text())
+    }
+    assert readers == {"security/client_ip.py"}
 
 
 # --- Every consumer sees the real client ----------------------------------------------------------
