@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from accounts import merchant_roles
 from accounts.api_keys import InvalidApiKey, api_key_authenticate, api_key_creator_role
 from accounts.models import ApiKey, Merchant
-from security.context import client_ip
+from security.client_ip import client_ip
 
 
 class ApiKeyPrincipal:
@@ -149,5 +149,5 @@ class ApiRateThrottle(throttling.SimpleRateThrottle):
         elif request.user and request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
-            ident = f"ip:{self.get_ident(request)}"
+            ident = f"ip:{client_ip(request._request)}"  # not DRF's get_ident: see security.client_ip
         return self.cache_format % {"scope": self.scope, "ident": ident}

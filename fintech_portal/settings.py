@@ -218,6 +218,17 @@ LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "account_login"
 
+# --- Client addresses -------------------------------------------------------------
+# How many reverse proxies of ours stand in front of the app, each appending to X-Forwarded-For.
+# 0: X-Forwarded-For is ignored. N: the client is the N-th entry from its right (security.client_ip,
+# used by lockouts, rate limits, fraud rules, audit and API keys).
+TRUSTED_PROXY_COUNT: int = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 (no proxy) or the number of proxies in front.")
+# allauth reads the address through accounts.adapters.AccountAdapter.get_client_ip (our helper);
+# its own setting says the same, should any of its code read the header itself.
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
+
 # allauth handles account flows (sign-in, sign-out, password reset); the second
 # factor is django-otp's alone, so `request.user.is_verified()` is the one truth.
 ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
@@ -255,8 +266,9 @@ AXES_LOCKOUT_TEMPLATE = "account/lockout.html"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
 AXES_SENSITIVE_PARAMETERS = ["password", "password1", "password2", "otp_token", "code"]
-AXES_IPWARE_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0) or None
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# The client address comes from security.client_ip (see TRUSTED_PROXY_COUNT), not from axes'
+# optional django-ipware lookup, whose default order trusts X-Forwarded-For's left-most entry.
+AXES_CLIENT_IP_CALLABLE = "security.client_ip.client_ip"
 
 # --- Sessions and cookies -----------------------------------------------------------
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -344,6 +356,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "security.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Our throttle keys on security.client_ip; should DRF's get_ident run anyway, it agrees.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 # Requests per API key (or per signed-in user) per period: "<n>/<second|minute|hour|day>".
 API_RATE_LIMIT: str = env.str("API_RATE_LIMIT", default="100/minute")
@@ -466,10 +480,10 @@ BRAINTREE_API_URL: str = env.str("BRAINTREE_API_URL", default="")
 # one configured, only when this is on (default: in DEBUG).
 PAYMENTS_SIMULATED_GATEWAY: bool = env.bool("PAYMENTS_SIMULATED_GATEWAY", default=DEBUG)
 # --- Fraud rules (payments.fraud_rules) ---------------------------------------------------------------
-# The request header (Django META name) in which a trusted proxy in front of the app puts the
-# customer's country (Cloudflare: CF-IPCountry). Set it to "" when no proxy sets it: clients
-# could otherwise send it themselves.
-PAYMENTS_IP_COUNTRY_HEADER: str = env.str("PAYMENTS_IP_COUNTRY_HEADER", default="HTTP_CF_IPCOUNTRY")
+# The request header in which a trusted proxy in front of the app puts the customer's country,
+# e.g. "CF-IPCountry" behind Cloudflare (the META form "HTTP_CF_IPCOUNTRY" works too). Unset by
+# default: without such a proxy the header is whatever the client chose to send.
+PAYMENTS_IP_COUNTRY_HEADER: str = env.str("PAYMENTS_IP_COUNTRY_HEADER", default="")
 
 
 def _check_gateway_settings() -> None:

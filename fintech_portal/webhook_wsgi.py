@@ -35,6 +35,7 @@ from django.db import connections
 
 from payments import webhooks
 from security.card_guard import may_carry_card_number
+from security.client_ip import client_ip_from_meta
 from security.context import RequestContext, bind
 
 log = logging.getLogger("django.request")
@@ -125,7 +126,7 @@ def _handle(environ: dict[str, Any], gateway: str, body: bytes | None) -> tuple[
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
         context = RequestContext(
-            ip=environ.get("REMOTE_ADDR") or None,
+            ip=client_ip_from_meta(environ),
             user_agent=str(environ.get("HTTP_USER_AGENT", ""))[:300],
             request_id=str(environ.get("HTTP_X_REQUEST_ID", ""))[:64],
         )

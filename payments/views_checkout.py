@@ -23,7 +23,7 @@ from payments.checkout_limits import checkout_rate_limited
 from payments.gateways.base import GatewayError
 from payments.gateways.simulated import CARDS
 from payments.models import CheckoutSession, Payment
-from security.context import client_ip
+from security.client_ip import client_ip
 from security.errors import ApplicationError
 
 # Third-party origins allowed on checkout pages only (and only for the gateway in use).
@@ -67,9 +67,17 @@ def _session(public_id: str) -> CheckoutSession:
 
 
 def _ip_country(request: HttpRequest) -> str:
-    """The customer's country from the trusted proxy's header (``PAYMENTS_IP_COUNTRY_HEADER``)."""
-    header = getattr(settings, "PAYMENTS_IP_COUNTRY_HEADER", "")
-    return countries.from_proxy_header(request.META.get(header)) if header else ""
+    """The customer's country from the trusted proxy's header (``PAYMENTS_IP_COUNTRY_HEADER``).
+
+    No header is trusted unless an operator names one (``CF-IPCountry`` behind Cloudflare).
+    """
+    header = (getattr(settings, "PAYMENTS_IP_COUNTRY_HEADER", "") or "").strip()
+    if not header:
+        return ""
+    key = header.upper().replace("-", "_")
+    if not key.startswith("HTTP_"):
+        key = f"HTTP_{key}"
+    return countries.from_proxy_header(request.META.get(key))
 
 
 def _with_gateway_csp(response: HttpResponse, gateway: str) -> HttpResponse:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from django.http import HttpRequest, HttpResponse
 
+from security.client_ip import client_ip
+
+__all__ = ["RequestContext", "RequestContextMiddleware", "bind", "client_ip", "current"]
+
 
 @dataclass(frozen=True)
 class RequestContext:
@@ -39,12 +43,6 @@ def bind(ctx: RequestContext) -> Iterator[RequestContext]:
         yield ctx
     finally:
         _current.reset(token)
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    """The client address as Django sees it (proxies are trusted via settings)."""
-    ip = getattr(request, "axes_ip_address", None) or request.META.get("REMOTE_ADDR")
-    return ip or None
 
 
 class RequestContextMiddleware:

@@ -26,3 +26,31 @@ def test_dockerfile_runs_as_a_non_root_user():
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     assert "deploy/gunicorn.conf.py" in dockerfile
+
+
+def _host_address(port: object) -> str:
+    """The host address a compose ``ports`` entry publishes on (all interfaces unless bound)."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip") or "0.0.0.0")  # noqa: S104 - what compose means by no host_ip
+    parts = str(port).rsplit(":", 2)
+    return parts[0].strip("[]") if len(parts) == 3 else "0.0.0.0"  # noqa: S104
+
+
+def test_only_the_proxy_is_reachable_from_outside_the_host():
+    """gunicorn trusts X-Forwarded-For and -Proto: nobody but the proxy may reach it."""
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    exposed = {
+        name
+        for name, service in services.items()
+        for port in service.get("ports", [])
+        if _host_address(port) not in ("127.0.0.1", "::1")
+    }
+    assert exposed == {"proxy"}
+    assert "ports" not in services["web"] and services["web"]["expose"] == ["8000"]
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "reverse_proxy" in caddyfile and "name web" in caddyfile and "port 8000" in caddyfile
+    assert "trusted_proxies" not in caddyfile  # so Caddy replaces X-Forwarded-For: one hop, ours
+    env = services["web"]["environment"]
+    assert env["TRUSTED_PROXY_COUNT"] == "1" and env["TRUST_X_FORWARDED_PROTO"] == "1"
+    assert not env.get("PAYMENTS_IP_COUNTRY_HEADER")  # no CDN in front: no country header is trusted
