@@ -349,7 +349,7 @@ class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
     deadline: float = float("inf")
 
     def _new_conn(self) -> Any:
-        conn = super()._new_conn()
+        conn: Any = super()._new_conn()
         conn.deadline = self.deadline
         return conn
 
@@ -359,7 +359,7 @@ class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
     deadline: float = float("inf")
 
     def _new_conn(self) -> Any:
-        conn = super()._new_conn()
+        conn: Any = super()._new_conn()
         conn.deadline = self.deadline
         return conn
 
