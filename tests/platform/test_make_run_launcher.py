@@ -20,14 +20,14 @@ from tests.platform.helpers import ROOT, clean_env, manage
 pytestmark = pytest.mark.celery_worker
 
 
-# Sends a ping to each queue the settings name (through the launcher's broker) and prints the answers.
+# Sends a ping to each queue (through the launcher's broker) and prints the answers. The names
+# are the settings' CELERY_TASK_DEFAULT_QUEUE and MERCHANT_WEBHOOK_QUEUE.
 QUEUE_PROBE = """
 import django
 from fintech_portal.celery import app
 django.setup()
-from django.conf import settings
 from fintech_portal.tasks import ping
-for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.MERCHANT_WEBHOOK_QUEUE):
+for queue in ("celery", "merchant_webhooks"):
     print(ping.apply_async(args=[queue], queue=queue).get(timeout=60))
 """
 
