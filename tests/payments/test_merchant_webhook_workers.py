@@ -4,10 +4,12 @@ flight stays with its worker past the task's hard time limit, and one merchant g
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db import connection, connections
 from django.utils import timezone
 
 from payments import merchant_webhooks, tasks
@@ -149,3 +151,47 @@ def test_deferred_deliveries_wait_longer_the_more_of_their_merchants_queue_behin
     # Eleven queue for the one busy slot: each comes back after about 11 × 5 s, not every few
     # seconds (a lone deferred delivery comes back after 5 to 7.5 s).
     assert all(11 * 5 <= r.retry_in <= 11 * 5 * 1.5 for r in results), [r.retry_in for r in results]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_attempting_one_merchants_deliveries_at_once_never_exceed_the_cap(
+    tenant, receiver, settings, monkeypatch
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent workers need PostgreSQL's row locks; the cap itself is tested above")
+    monkeypatch.setattr(tasks.deliver_merchant_webhook, "delay", lambda *args: None)
+    monkeypatch.setattr(tasks.deliver_merchant_webhook, "apply_async", lambda *args, **kwargs: None)
+    settings.MERCHANT_WEBHOOK_MAX_CONCURRENT = 2
+    register(tenant, receiver)
+    for n in range(6):
+        merchant_webhooks.event_emit(
+            merchant_id=tenant.merchant.pk,
+            event_type="payment.succeeded",
+            build_object=lambda n=n: {"object": "payment", "n": n},
+            livemode=False,
+        )
+    pks = list(WebhookDelivery.objects.values_list("pk", flat=True))
+    receiver.delay = 0.5  # a slow merchant: every answer takes half a second
+    results: dict[int, str] = {}
+    failures: list[str] = []
+    start = threading.Barrier(len(pks))
+
+    def worker(pk: int) -> None:
+        try:
+            start.wait(10)
+            results[pk] = webhook_delivery_attempt(delivery_pk=pk).status
+        except Exception as exc:  # noqa: BLE001 - report any failure to the test
+            failures.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(pk,)) for pk in pks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    receiver.delay = 0
+    assert not failures, failures[:3]
+    assert sorted(results.values()) == ["deferred"] * 4 + ["succeeded"] * 2
+    assert len(receiver.posts) == 2
+    WebhookDelivery.objects.all().delete()
