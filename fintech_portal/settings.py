@@ -352,6 +352,8 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 # --- Email ----------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# Seconds an SMTP connection may block (Django's default is forever).
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=int(EMAIL_CONFIG.get("EMAIL_TIMEOUT") or 10))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fintech_portal <no-reply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000")

@@ -54,3 +54,8 @@ def test_merchant_webhook_deliveries_are_routed_to_their_own_queue_and_nothing_e
             assert queue == "merchant_webhooks"
         else:
             assert queue == settings.CELERY_TASK_DEFAULT_QUEUE == "celery", name
+
+
+def test_smtp_has_a_timeout_too():
+    # Sign-in and password-reset emails, and the key-rotation reminder task, talk to SMTP.
+    assert 0 < settings.EMAIL_TIMEOUT <= 30
