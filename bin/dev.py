@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Run the web server, a Celery worker and Celery beat together; Ctrl-C stops all three.
+"""Run the web server, the Celery workers and Celery beat together; Ctrl-C stops them all.
 
-Used by ``make run``. Each child gets its own process group so a single Ctrl-C
-(or a child dying) brings the whole set down cleanly.
+Used by ``make run``. Two workers: one for the default ``celery`` queue (gateway events,
+exports, fraud cancels...), one for ``merchant_webhooks`` (deliveries to merchants' servers,
+``settings.CELERY_TASK_ROUTES``), so a slow merchant never holds the first. The webhook worker
+uses the prefork pool, which enforces the tasks' time limits. Each child gets its own process
+group so a single Ctrl-C (or a child dying) brings the whole set down cleanly.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+WORKER = [PY, "-m", "celery", "-A", "fintech_portal", "worker", "-l", "info"]
+# The queue names of fintech_portal/settings.py (CELERY_TASK_DEFAULT_QUEUE, MERCHANT_WEBHOOK_QUEUE).
+DEFAULT_QUEUE = "celery"
+MERCHANT_WEBHOOK_QUEUE = "merchant_webhooks"
 
 
 def main() -> int:
@@ -24,7 +31,20 @@ def main() -> int:
     (ROOT / "var").mkdir(exist_ok=True)
     commands = {
         "web": [PY, "manage.py", "runserver", f"127.0.0.1:{port}"],
-        "worker": [PY, "-m", "celery", "-A", "fintech_portal", "worker", "--pool", "solo", "-l", "info"],
+        "worker": [*WORKER, "--pool", "solo", "-Q", DEFAULT_QUEUE, "-n", "default@%h"],
+        "webhook-worker": [
+            *WORKER,
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "2",
+            "--prefetch-multiplier",
+            "1",
+            "-Q",
+            MERCHANT_WEBHOOK_QUEUE,
+            "-n",
+            "webhooks@%h",
+        ],
         "beat": [
             PY,
             "-m",
@@ -42,7 +62,7 @@ def main() -> int:
     for name, cmd in commands.items():
         children[name] = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     print(
-        f"fintech_portal: http://127.0.0.1:{port}  (web, worker and beat running; Ctrl-C stops all)",
+        f"fintech_portal: http://127.0.0.1:{port}  (web, workers and beat running; Ctrl-C stops all)",
         flush=True,
     )
 

@@ -175,6 +175,30 @@ CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=Fa
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Every task has time limits: at the soft limit SoftTimeLimitExceeded is raised inside the task
+# (which records why it stopped and, where it can, carries on in a fresh task); at the hard limit
+# the worker kills the process running it (prefork pool). These are the defaults; tasks that
+# need other values set their own (merchant webhook deliveries: the outbound deadline plus a
+# margin; exports and key rotation: longer).
+CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+if not 0 < CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "CELERY_TASK_SOFT_TIME_LIMIT must be positive and below CELERY_TASK_TIME_LIMIT (seconds)."
+    )
+# Work that calls merchants' servers runs on its own queue, consumed by its own workers
+# (`make run`, deploy/compose.yaml), so a slow merchant never holds the workers that apply
+# gateway events, build exports or cancel blocked payments. Everything else uses "celery".
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+MERCHANT_WEBHOOK_QUEUE = "merchant_webhooks"
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
+    "payments.deliver_merchant_webhook": {"queue": MERCHANT_WEBHOOK_QUEUE},
+}
+# At most this many deliveries to one merchant's endpoints are attempted at the same time; more
+# wait their turn (re-queued with a countdown), so one merchant cannot take every webhook worker.
+MERCHANT_WEBHOOK_MAX_CONCURRENT: int = env.int("MERCHANT_WEBHOOK_MAX_CONCURRENT", default=2)
+if MERCHANT_WEBHOOK_MAX_CONCURRENT < 1:
+    raise ImproperlyConfigured("MERCHANT_WEBHOOK_MAX_CONCURRENT must be at least 1.")
 CELERY_RESULT_EXPIRES = timedelta(days=1)
 BEAT_HEARTBEAT_SECONDS: int = env.int("BEAT_HEARTBEAT_SECONDS", default=60)
 # Apps add their own entries from their settings blocks below; django-celery-beat
@@ -340,6 +364,8 @@ MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
 # --- Email ----------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# Seconds an SMTP connection may block (Django's default is forever).
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=int(EMAIL_CONFIG.get("EMAIL_TIMEOUT") or 10))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fintech_portal <no-reply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000")
@@ -461,6 +487,10 @@ WEBHOOK_DRAIN_FLAG_SECONDS: int = env.int("WEBHOOK_DRAIN_FLAG_SECONDS", default=
 # For this long after a process saw a drain running it stores webhooks without asking Redis
 # again (one round trip per window, not per event); a drain waits as long before its last look.
 WEBHOOK_DRAIN_TRUST_MS: int = env.int("WEBHOOK_DRAIN_TRUST_MS", default=200)
+# A drain hands over to a fresh drain task after this long, well inside its time limits.
+WEBHOOK_DRAIN_MAX_SECONDS: int = env.int("WEBHOOK_DRAIN_MAX_SECONDS", default=120)
+if WEBHOOK_DRAIN_MAX_SECONDS >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("WEBHOOK_DRAIN_MAX_SECONDS must be below CELERY_TASK_SOFT_TIME_LIMIT.")
 
 # --- Payment gateways (payments.gateways) ----------------------------------------------------------
 # The platform's gateway credentials come from the environment or <NAME>_FILE secret

@@ -24,6 +24,17 @@ Delivery
     status code, duration, a response snippet and the error, then retried with
     exponential backoff (1 minute doubling to 6 hours) until three days after the
     event (or the last manual resend), when the delivery is marked failed.
+
+Workers
+    Deliveries run on their own Celery queue (``settings.MERCHANT_WEBHOOK_QUEUE``) so a slow
+    merchant never holds the workers that apply gateway events, build exports or cancel
+    payments. One attempt is bounded by the outbound client's overall deadline (connect +
+    2 × read timeout, enforced on every socket operation); the task's soft and hard time
+    limits sit above it (:func:`attempt_time_limits`) and the lease that keeps other workers
+    off a delivery being attempted lasts longer still, so a delivery is never handed to a
+    second worker while the first may still be sending it. At most
+    ``MERCHANT_WEBHOOK_MAX_CONCURRENT`` deliveries per merchant are attempted at once; the
+    rest are deferred (re-queued with a countdown, without holding a worker).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import random
 import secrets
 import string
@@ -42,6 +54,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -67,8 +81,15 @@ MAX_URL_LENGTH = 2000
 RETRY_BASE = timedelta(minutes=1)
 RETRY_MAX = timedelta(hours=6)
 RETRY_WINDOW = timedelta(days=3)
-# How long one attempt holds a delivery (longer than outbound's connect + 2 × read timeouts).
-ATTEMPT_LEASE = timedelta(minutes=2)
+# Margins between the outbound deadline, the task's soft and hard time limits and the lease.
+TIME_LIMIT_MARGIN = 15
+LEASE_MARGIN = 30
+# A delivery over its merchant's concurrency cap waits DEFER_MIN for each of the merchant's
+# deliveries queued (due, or deferred within DEFER_MAX), divided by the cap, between DEFER_MIN
+# and DEFER_MAX, plus up to half again at random: a long queue is not re-polled every second.
+DEFER_MIN = timedelta(seconds=5)
+DEFER_MAX = timedelta(minutes=10)
+DEFER_COUNT_LIMIT = 1000
 SNIPPET_LENGTH = 500
 MAX_RESPONSE_BYTES = 256 * 1024
 USER_AGENT = "fintech_portal-webhooks/1"
@@ -456,8 +477,43 @@ class AttemptResult:
     reason: str = ""
 
 
-def _claim(delivery_pk: int, now: datetime) -> tuple[WebhookDelivery | None, str]:
+def attempt_time_limits() -> tuple[int, int]:
+    """(soft, hard) Celery time limits, in seconds, of one delivery attempt.
+
+    Above the outbound client's overall deadline (connect + 2 × read timeout), so they only
+    ever stop an attempt stuck somewhere the deadline cannot reach (DNS, the database).
+    """
+    soft = math.ceil(outbound.overall_deadline_seconds()) + TIME_LIMIT_MARGIN
+    return soft, soft + TIME_LIMIT_MARGIN
+
+
+def attempt_lease() -> timedelta:
+    """How long a claimed delivery is kept from other workers: past the task's hard time limit,
+    when the worker process running the attempt has been killed if it had not finished."""
+    return timedelta(seconds=attempt_time_limits()[1] + LEASE_MARGIN)
+
+
+def _defer_delay(waiting: int, cap: int) -> timedelta:
+    spread = random.random()  # noqa: S311 - spreading load, not security
+    seconds = DEFER_MIN.total_seconds() * max(1.0, waiting / cap)
+    return timedelta(seconds=min(seconds, DEFER_MAX.total_seconds()) * (1 + 0.5 * spread))
+
+
+@dataclass(frozen=True)
+class _Claim:
+    delivery: WebhookDelivery | None
+    reason: str = ""
+    defer_for: timedelta | None = None
+
+
+def _claim(delivery_pk: int, now: datetime) -> _Claim:
+    merchant_id = WebhookDelivery.objects.filter(pk=delivery_pk).values_list("merchant_id", flat=True).first()
+    if merchant_id is None:
+        return _Claim(None, "gone")
     with transaction.atomic():
+        # The merchant's row serialises claims for one merchant (always taken before the
+        # delivery's), so two workers cannot both count the same free slot under the cap.
+        list(Merchant.objects.select_for_update().filter(pk=merchant_id).values_list("pk", flat=True))
         delivery = (
             WebhookDelivery.objects.select_for_update(of=("self",))
             .select_related("endpoint")
@@ -465,22 +521,50 @@ def _claim(delivery_pk: int, now: datetime) -> tuple[WebhookDelivery | None, str
             .first()
         )
         if delivery is None:
-            return None, "gone"
+            return _Claim(None, "gone")
         if delivery.status != WebhookDelivery.Status.PENDING:
-            return None, f"already {delivery.status}"
+            return _Claim(None, f"already {delivery.status}")
         if delivery.next_attempt_at and delivery.next_attempt_at > now:
-            return None, "not due"
+            return _Claim(None, "not due")
         if delivery.lease_until and delivery.lease_until > now:
-            return None, "being attempted by another worker"
+            return _Claim(None, "being attempted by another worker")
         if not delivery.endpoint.enabled:
             delivery.status = WebhookDelivery.Status.CANCELED
             delivery.last_error = "The endpoint was disabled; not sent."
             delivery.next_attempt_at = None
             delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
-            return None, "endpoint disabled"
-        delivery.lease_until = now + ATTEMPT_LEASE
+            return _Claim(None, "endpoint disabled")
+        cap = int(settings.MERCHANT_WEBHOOK_MAX_CONCURRENT)
+        in_flight = (
+            WebhookDelivery.objects.filter(merchant_id=merchant_id, lease_until__gt=now)
+            .exclude(pk=delivery.pk)
+            .count()
+        )
+        if in_flight >= cap:
+            # Its place in the merchant's queue: deliveries due now or already deferred, not in flight.
+            waiting = (
+                WebhookDelivery.objects.filter(
+                    merchant_id=merchant_id,
+                    status=WebhookDelivery.Status.PENDING,
+                    next_attempt_at__lte=now + DEFER_MAX,
+                )
+                .exclude(lease_until__gt=now)
+                .order_by()[:DEFER_COUNT_LIMIT]
+                .count()
+            )
+            wait = _defer_delay(waiting, cap)
+            # Not due before then: the sweeper leaves it alone and early copies of the task skip it.
+            delivery.next_attempt_at = now + wait
+            delivery.save(update_fields=["next_attempt_at"])
+            return _Claim(
+                None,
+                f"deferred: {in_flight} deliveries to this merchant are being attempted "
+                f"(at most {cap} at once)",
+                defer_for=wait,
+            )
+        delivery.lease_until = now + attempt_lease()
         delivery.save(update_fields=["lease_until"])
-    return delivery, ""
+    return _Claim(delivery)
 
 
 def _snippet(content: bytes) -> str:
@@ -510,6 +594,8 @@ def _send(endpoint: WebhookEndpoint, body: str) -> tuple[int | None, str, str]:
         return None, "", str(exc)[:300]
     except OSError as exc:
         return None, "", f"Connection failed: {exc.__class__.__name__}."
+    except SoftTimeLimitExceeded:
+        return None, "", "The attempt ran past its time limit and was stopped."
     snippet = _snippet(response.content)
     if response.redirects:
         return response.status, snippet, "Redirects are not followed for webhooks; use the final URL."
@@ -522,12 +608,19 @@ def webhook_delivery_attempt(*, delivery_pk: int, now: datetime | None = None) -
     """Make one attempt if the delivery is due; schedule the next or give up after three days.
 
     Idempotent: a delivery that is not pending, not yet due, or being attempted
-    by another worker right now is left alone.
+    by another worker right now is left alone. One over its merchant's concurrency cap is
+    deferred: made due a little later and re-queued with that countdown.
     """
     now = now or timezone.now()
-    delivery, reason = _claim(delivery_pk, now)
+    claim = _claim(delivery_pk, now)
+    delivery = claim.delivery
     if delivery is None:
-        return AttemptResult(False, "skipped", reason=reason)
+        if claim.defer_for is not None:
+            # Over the merchant's cap: come back later instead of waiting here, holding a worker.
+            wait = max(claim.defer_for.total_seconds(), 1.0)
+            transaction.on_commit(lambda: _enqueue(delivery_pk, countdown=wait))
+            return AttemptResult(False, "deferred", retry_in=wait, reason=claim.reason)
+        return AttemptResult(False, "skipped", reason=claim.reason)
     started = time.monotonic()
     status_code, snippet, error = _send(delivery.endpoint, delivery.body)
     duration_ms = int((time.monotonic() - started) * 1000)

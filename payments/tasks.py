@@ -1,4 +1,9 @@
-"""Celery tasks for payments: they take ids, are idempotent, ack late and retry with backoff."""
+"""Celery tasks for payments: they take ids, are idempotent, ack late and retry with backoff.
+
+Every task has soft and hard time limits: the defaults in settings (``CELERY_TASK_SOFT_TIME_LIMIT``,
+``CELERY_TASK_TIME_LIMIT``), or its own where it needs others (merchant webhook deliveries, exports).
+Merchant webhook deliveries run on their own queue (``settings.CELERY_TASK_ROUTES``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ from celery import shared_task
 from django.conf import settings
 
 from payments import key_hygiene
+from payments.merchant_webhooks import attempt_time_limits
 
 log = logging.getLogger("fintech_portal.payments")
 
 RETRY = {"max_retries": 12, "retry_backoff": 2, "retry_backoff_max": 600, "retry_jitter": True}
+# One merchant webhook attempt: above the outbound client's overall deadline, below the lease.
+WEBHOOK_SOFT_TIME_LIMIT, WEBHOOK_TIME_LIMIT = attempt_time_limits()
+# A CSV export of a large date range (it starts over when interrupted, and is retried).
+EXPORT_SOFT_TIME_LIMIT, EXPORT_TIME_LIMIT = 15 * 60, 16 * 60
 
 
 @shared_task(name="payments.remind_gateway_key_rotation", acks_late=True, ignore_result=True)
@@ -105,6 +115,7 @@ def drain_webhook_events(slot: int = 0) -> int:
     from payments.services import BatchApplied, webhook_apply, webhook_apply_batch
 
     flag, handled, tried = _drain_flag(slot), 0, set()
+    started = time.monotonic()
     try:
         while True:
             waiting = [
@@ -140,6 +151,15 @@ def drain_webhook_events(slot: int = 0) -> int:
                     log.warning("webhook %s: first attempt failed; retrying with backoff", pk, exc_info=True)
                     apply_webhook_event.apply_async(args=[pk], countdown=2)
                 handled += 1
+            if (
+                len(waiting) == DRAIN_BATCH
+                and time.monotonic() - started >= settings.WEBHOOK_DRAIN_MAX_SECONDS
+            ):
+                # A backlog, and this drain has run long enough: well inside the task's time
+                # limits, it hands its flag to a fresh drain task and stops.
+                cache.touch(flag, settings.WEBHOOK_DRAIN_FLAG_SECONDS)
+                drain_webhook_events.delay(slot)
+                return handled
     except BaseException:
         cache.delete(flag)
         raise
@@ -231,10 +251,18 @@ def cancel_blocked_payment(self, payment_pk: int) -> str:  # noqa: ANN001
 # --- Merchant API and outgoing merchant webhooks ---------------------------------------------------
 
 
-@shared_task(name="payments.deliver_merchant_webhook", acks_late=True, ignore_result=True)
+@shared_task(
+    name="payments.deliver_merchant_webhook",
+    acks_late=True,
+    ignore_result=True,
+    soft_time_limit=WEBHOOK_SOFT_TIME_LIMIT,
+    time_limit=WEBHOOK_TIME_LIMIT,
+)
 def deliver_merchant_webhook(delivery_pk: int) -> str:
     """One attempt at a merchant webhook delivery, if it is due. The service schedules the next
-    attempt (exponential backoff, up to three days); running twice, or early, does nothing."""
+    attempt (exponential backoff, up to three days), or defers it when the merchant already has
+    its cap of deliveries in flight; running twice, or early, does nothing. Routed to the
+    ``merchant_webhooks`` queue."""
     from payments.merchant_webhooks import webhook_delivery_attempt
 
     return webhook_delivery_attempt(delivery_pk=delivery_pk).status
@@ -267,7 +295,15 @@ def purge_merchant_webhook_log() -> int:
 # --- Merchant dashboard: CSV exports and the charts' rollup -----------------------------------------
 
 
-@shared_task(bind=True, name="payments.export_payments", acks_late=True, ignore_result=True, max_retries=5)
+@shared_task(
+    bind=True,
+    name="payments.export_payments",
+    acks_late=True,
+    ignore_result=True,
+    max_retries=5,
+    soft_time_limit=EXPORT_SOFT_TIME_LIMIT,
+    time_limit=EXPORT_TIME_LIMIT,
+)
 def export_payments(self, export_pk: int) -> str:  # noqa: ANN001
     """Build a payments CSV export. Idempotent (a finished export is left alone; an interrupted
     one starts over); retried with backoff, then marked failed."""

@@ -11,12 +11,19 @@ documentation, unspecified, IPv4-mapped/compatible and IPv4-embedding IPv6
 ``request(...)`` resolves the name once and connects to that address (no DNS
 rebinding between check and connect), keeping the name for SNI, certificate
 verification and the ``Host`` header; it follows at most 3 redirects, checking
-every hop; it uses connect and read timeouts plus an overall deadline, and
-stops reading past ``OUTBOUND_MAX_RESPONSE_BYTES``.
+every hop; and stops reading past ``OUTBOUND_MAX_RESPONSE_BYTES``.
+
+Time: every socket operation (connect, TLS handshake, sending, reading the status line,
+the headers and the body) waits at most the connect or read timeout
+(``OUTBOUND_CONNECT_TIMEOUT``, ``OUTBOUND_READ_TIMEOUT``) *and* at most until the overall
+deadline, connect timeout + 2 × read timeout from the start of the request (redirect hops
+included). A server that drips one byte at a time, each within the read timeout, is cut off
+at the deadline with :class:`OutboundTimeout`, whatever phase of the exchange it is in.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json as jsonlib
 import re
@@ -27,6 +34,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+import urllib3.connection
 from django.conf import settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -82,6 +90,23 @@ class UnsafeURL(ValueError):
 
 class OutboundError(Exception):
     """The request was allowed but failed (timeout, too large, too many redirects, connection)."""
+
+
+class OutboundTimeout(OutboundError):
+    """The server was too slow: a connect or read timeout, or the overall deadline passed."""
+
+
+def overall_deadline_seconds() -> float:
+    """The documented bound on one request, redirects included: connect + 2 × read timeout."""
+    return _connect_timeout() + 2 * _read_timeout()
+
+
+def _connect_timeout() -> float:
+    return float(getattr(settings, "OUTBOUND_CONNECT_TIMEOUT", 3.0))
+
+
+def _read_timeout() -> float:
+    return float(getattr(settings, "OUTBOUND_READ_TIMEOUT", 10.0))
 
 
 @dataclass(frozen=True)
@@ -227,10 +252,123 @@ class Response:
         return jsonlib.loads(self.content)
 
 
-def _pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPool:
+class _DeadlineExceeded(TimeoutError):
+    """Raised by a socket operation started (or waiting) past the overall deadline."""
+
+
+class _DeadlineSocket:
+    """A connected (possibly TLS) socket whose every operation waits at most its own timeout
+    (what urllib3 sets: the connect or read timeout) and at most until ``deadline``.
+
+    A timeout on a socket bounds one ``recv``, so a server that drips a byte just inside it
+    could otherwise hold the request for as long as it likes; here each ``recv``/``send`` gets
+    ``min(timeout, time left)`` and none starts once the time is up.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._timeout = sock.gettimeout()
+        self._io_refs = 0
+        self._closed = False
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlineExceeded("the overall deadline passed")
+        self._sock.settimeout(left if self._timeout is None else min(self._timeout, left))
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def recv(self, *args: Any) -> bytes:
+        self._arm()
+        return self._sock.recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        self._arm()
+        return self._sock.recv_into(*args)
+
+    def send(self, *args: Any) -> int:
+        self._arm()
+        return self._sock.send(*args)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        # One send at a time, each armed: a TLS socket's sendall loops over send() in Python,
+        # and a server that reads slowly must not stretch the exchange either.
+        with memoryview(data) as view, view.cast("B") as octets:
+            sent = 0
+            while sent < len(octets):
+                self._arm()
+                sent += self._sock.send(octets[sent:], flags) if flags else self._sock.send(octets[sent:])
+
+    def makefile(self, mode: str = "rb", buffering: int | None = None, **kwargs: Any) -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError("only binary reading is supported")
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        self._io_refs += 1
+        return io.BufferedReader(raw, buffering if buffering and buffering > 0 else io.DEFAULT_BUFFER_SIZE)
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed:
+            self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._io_refs <= 0:
+            self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _DeadlineConnection(urllib3.connection.HTTPConnection):
+    deadline: float = float("inf")
+
+    def connect(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlineExceeded("the overall deadline passed before connecting")
+        # The TCP connect and (for https) the whole TLS handshake wait at most this long.
+        self.timeout = left if self.timeout is None else min(float(self.timeout), left)
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self.deadline)  # type: ignore[assignment]
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _DeadlineConnection
+    deadline: float = float("inf")
+
+    def _new_conn(self) -> Any:
+        conn: Any = super()._new_conn()
+        conn.deadline = self.deadline
+        return conn
+
+
+class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+    deadline: float = float("inf")
+
+    def _new_conn(self) -> Any:
+        conn: Any = super()._new_conn()
+        conn.deadline = self.deadline
+        return conn
+
+
+def _pool(target: Target, timeout: urllib3.Timeout, deadline: float) -> urllib3.HTTPConnectionPool:
+    pool: _DeadlineHTTPPool | _DeadlineHTTPSPool
     if target.scheme == "https":
         ca_bundle = getattr(settings, "OUTBOUND_CA_BUNDLE", "") or None
-        return urllib3.HTTPSConnectionPool(
+        pool = _DeadlineHTTPSPool(
             host=target.address,
             port=target.port,
             timeout=timeout,
@@ -241,19 +379,31 @@ def _pool(target: Target, timeout: urllib3.Timeout) -> urllib3.HTTPConnectionPoo
             server_hostname=target.host,
             assert_hostname=target.host,
         )
-    return urllib3.HTTPConnectionPool(
-        host=target.address, port=target.port, timeout=timeout, retries=False, maxsize=1
+    else:
+        pool = _DeadlineHTTPPool(
+            host=target.address, port=target.port, timeout=timeout, retries=False, maxsize=1
+        )
+    pool.deadline = deadline
+    return pool
+
+
+def _too_slow(target: Target, deadline: float) -> OutboundTimeout | None:
+    """The error to raise if the overall deadline has passed (a millisecond's slack for rounding)."""
+    if time.monotonic() < deadline - 0.001:
+        return None
+    return OutboundTimeout(
+        f"Timed out talking to {target.host}: no complete answer within "
+        f"{overall_deadline_seconds():g} seconds."
     )
 
 
 def _send(
     target: Target, method: str, headers: dict[str, str], body: bytes | None, deadline: float, max_bytes: int
 ) -> tuple[int, dict[str, str], bytes]:
-    timeout = urllib3.Timeout(
-        connect=float(getattr(settings, "OUTBOUND_CONNECT_TIMEOUT", 3.0)),
-        read=float(getattr(settings, "OUTBOUND_READ_TIMEOUT", 10.0)),
-    )
-    pool = _pool(target, timeout)
+    timeout = urllib3.Timeout(connect=_connect_timeout(), read=_read_timeout())
+    if (late := _too_slow(target, deadline)) is not None:
+        raise late
+    pool = _pool(target, timeout, deadline)
     try:
         answer = pool.urlopen(
             method,
@@ -275,16 +425,19 @@ def _send(
                 size += len(chunk)
                 if size > max_bytes:
                     raise OutboundError(f"The response is larger than {max_bytes} bytes.")
-                if time.monotonic() > deadline:
-                    raise OutboundError("The response took too long.")
                 chunks.append(chunk)
             return answer.status, {k.lower(): v for k, v in answer.headers.items()}, b"".join(chunks)
         finally:
             answer.release_conn()
     except urllib3.exceptions.TimeoutError as exc:
-        raise OutboundError(f"Timed out talking to {target.host}.") from exc
-    except urllib3.exceptions.HTTPError as exc:
-        raise OutboundError(f"Could not talk to {target.host}: {exc.__class__.__name__}.") from exc
+        raise _too_slow(target, deadline) or OutboundTimeout(f"Timed out talking to {target.host}.") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        late = _too_slow(target, deadline)
+        if late is not None:
+            raise late from exc
+        if isinstance(exc, urllib3.exceptions.HTTPError):
+            raise OutboundError(f"Could not talk to {target.host}: {exc.__class__.__name__}.") from exc
+        raise
     finally:
         pool.close()
 
@@ -307,11 +460,7 @@ def request(
         headers.setdefault("Content-Type", "application/json")
     limit: int = max_bytes or int(getattr(settings, "OUTBOUND_MAX_RESPONSE_BYTES", 5 * 1024 * 1024))
     max_redirects = int(getattr(settings, "OUTBOUND_MAX_REDIRECTS", 3))
-    deadline = (
-        time.monotonic()
-        + float(getattr(settings, "OUTBOUND_CONNECT_TIMEOUT", 3.0))
-        + 2 * float(getattr(settings, "OUTBOUND_READ_TIMEOUT", 10.0))
-    )
+    deadline = time.monotonic() + overall_deadline_seconds()
     hops: list[str] = []
     current = url
     origin = None

@@ -96,6 +96,17 @@ class WebhookDelivery(models.Model):
         indexes = [
             models.Index(fields=["endpoint", "-created_at", "-id"], name="dlv_endpoint_created"),
             models.Index(fields=["status", "next_attempt_at"], name="dlv_status_due"),
+            # The per-merchant concurrency cap: deliveries being attempted, and those waiting.
+            models.Index(
+                fields=["merchant", "lease_until"],
+                condition=models.Q(lease_until__isnull=False),
+                name="dlv_merchant_in_flight",
+            ),
+            models.Index(
+                fields=["merchant", "next_attempt_at"],
+                condition=models.Q(status="pending"),
+                name="dlv_merchant_pending",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -190,3 +190,25 @@ def test_a_drain_waits_out_that_moment_before_its_last_look(client, tenant, monk
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"applied"}
     second.refresh_from_db()
     assert second.status == Payment.Status.PROCESSING
+
+
+def test_a_long_drain_hands_over_to_a_fresh_task_inside_its_time_limits(
+    client, tenant, monkeypatch, settings
+):
+    settings.WEBHOOK_DRAIN_PARALLELISM = 1
+    settings.WEBHOOK_DRAIN_MAX_SECONDS = 0  # as if a batch took the whole budget
+    monkeypatch.setattr(tasks, "DRAIN_BATCH", 2)
+    payments = started_payments(client, tenant, 3)
+    enqueued = []
+    monkeypatch.setattr(tasks.drain_webhook_events, "delay", lambda slot=0: enqueued.append(slot))
+    for n, payment in enumerate(payments):
+        _post(*_processing_event(payment, f"evt_long_{n}"))
+    assert enqueued == [0]
+
+    assert tasks.drain_webhook_events(0) == 2  # one batch, then it stops
+    assert enqueued == [0, 0]  # ... and a fresh drain carries on, holding the same flag
+    assert tasks.schedule_webhook_drain() is False
+    assert WebhookEvent.objects.filter(status="received").count() == 1
+    assert tasks.drain_webhook_events(0) == 1
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"applied"}
+    assert enqueued == [0, 0]  # the last batch was not full: it finished instead of handing over

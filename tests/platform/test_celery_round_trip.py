@@ -66,3 +66,33 @@ def test_a_worker_process_consumes_a_task_from_redis_and_replies(redis_url):
             worker.wait(timeout=15)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def test_the_compose_webhook_worker_consumes_the_merchant_webhooks_queue_from_redis(redis_url):
+    import yaml
+    from django.conf import settings
+
+    command = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]["webhook-worker"][
+        "command"
+    ]
+    assert command[:4] == ["celery", "-A", "fintech_portal", "worker"]
+    env = clean_env(DEBUG="1", REDIS_URL=redis_url, CACHE_URL="locmemcache://", PYTHONPATH=str(ROOT))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", *command, "--concurrency", "1", "--without-gossip", "--without-mingle"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    app.conf.task_always_eager = False
+    try:
+        token = secrets.token_hex(8)
+        result = ping.apply_async(args=[token], queue=settings.MERCHANT_WEBHOOK_QUEUE)
+        assert result.get(timeout=60) == f"pong:{token}"
+    finally:
+        app.conf.task_always_eager = True
+        worker.terminate()
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()

@@ -54,3 +54,25 @@ def test_only_the_proxy_is_reachable_from_outside_the_host():
     env = services["web"]["environment"]
     assert env["TRUSTED_PROXY_COUNT"] == "1" and env["TRUST_X_FORWARDED_PROTO"] == "1"
     assert not env.get("PAYMENTS_IP_COUNTRY_HEADER")  # no CDN in front: no country header is trusted
+
+
+def _consumed_queues(command: list[str]) -> set[str]:
+    return set(command[command.index("-Q") + 1].split(",")) if "-Q" in command else {"celery"}
+
+
+def test_compose_workers_consume_every_queue_and_merchant_webhooks_have_their_own():
+    from django.conf import settings
+
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    workers = {
+        name: _consumed_queues(service["command"])
+        for name, service in services.items()
+        if service.get("command", [])[:4] == ["celery", "-A", "fintech_portal", "worker"]
+    }
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    assert settings.MERCHANT_WEBHOOK_QUEUE in routed
+    assert routed | {settings.CELERY_TASK_DEFAULT_QUEUE} <= set().union(*workers.values())
+    # The workers that call merchants' servers serve nothing else, and the default queue's
+    # workers never call merchants' servers.
+    for queues in workers.values():
+        assert queues == {settings.MERCHANT_WEBHOOK_QUEUE} or settings.MERCHANT_WEBHOOK_QUEUE not in queues

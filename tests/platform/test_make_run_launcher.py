@@ -20,6 +20,18 @@ from tests.platform.helpers import ROOT, clean_env, manage
 pytestmark = pytest.mark.celery_worker
 
 
+# Sends a ping to each queue (through the launcher's broker) and prints the answers. The names
+# are the settings' CELERY_TASK_DEFAULT_QUEUE and MERCHANT_WEBHOOK_QUEUE.
+QUEUE_PROBE = """
+import django
+from fintech_portal.celery import app
+django.setup()
+from fintech_portal.tasks import ping
+for queue in ("celery", "merchant_webhooks"):
+    print(ping.apply_async(args=[queue], queue=queue).get(timeout=60))
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,6 +89,25 @@ def test_launcher_serves_runs_worker_and_beat_and_stops_on_ctrl_c(tmp_path):
         children = descendants(launcher.pid)
         commands = " ".join(Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in children)
         assert "runserver" in commands and " worker" in commands and " beat" in commands
+        # Both queues are consumed, by different workers: a task sent to each is answered.
+        probe = subprocess.run(
+            [sys.executable, "-c", QUEUE_PROBE],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert probe.stdout.split() == ["pong:celery", "pong:merchant_webhooks"], probe.stdout
+        queues = {
+            pid: Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            for pid in children
+            if " worker " in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+        }
+        consumed = [argv[argv.index("-Q") + 1] for argv in queues.values() if "-Q" in argv]
+        assert "merchant_webhooks" in consumed and "celery" in consumed
+        assert all("," not in queue for queue in consumed)  # no worker serves both
 
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=30) == 0

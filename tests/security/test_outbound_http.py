@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from security import outbound
-from security.outbound import OutboundError, UnsafeURL, check_url
+from security.outbound import OutboundError, OutboundTimeout, UnsafeURL, check_url
+from tests.fakes.drip_server import DripServer
 
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -321,3 +322,52 @@ def test_https_verifies_the_certificate_for_the_name_and_sends_it_as_sni(dns, se
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# --- A server that drips its answer: the overall deadline holds in every phase ---------------------
+
+
+@pytest.fixture
+def drip(dns, settings) -> Iterator[DripServer]:
+    # Each byte comes 50 ms after the last, well inside the 200 ms read timeout; the whole
+    # answer would take seconds, far past the 0.2 + 2 × 0.2 = 0.6 s overall deadline.
+    settings.OUTBOUND_ALLOW_LOOPBACK_FOR_TESTS = True
+    settings.OUTBOUND_CONNECT_TIMEOUT = 0.2
+    settings.OUTBOUND_READ_TIMEOUT = 0.2
+    dns.answers["drip.example.com"] = ["127.0.0.1"]
+    with DripServer(interval=0.05, body=b'{"ok": true, "padding": "' + b"x" * 200 + b'"}') as server:
+        yield server
+
+
+@pytest.mark.parametrize("phase", ["status line and headers", "body"])
+def test_a_server_dripping_bytes_within_the_read_timeout_is_cut_off_at_the_overall_deadline(
+    drip, phase: str
+) -> None:
+    if phase == "body":
+        drip.drip_body()
+    else:
+        drip.drip_headers()
+    assert outbound.overall_deadline_seconds() == pytest.approx(0.6)
+    started = time.monotonic()
+    with pytest.raises(OutboundError) as exc:
+        outbound.post(f"http://drip.example.com:{drip.port}/hook", data=b"{}")
+    elapsed = time.monotonic() - started
+    # About the deadline: a generous bound, still far below the seconds the drip would take.
+    assert len(drip.response) * drip.interval > 5
+    assert 0.5 <= elapsed < 2.5, elapsed
+    exchange = drip.wait_for_hang_up()
+    # The client hung up part-way through the phase being dripped, and never waited for the rest.
+    assert not exchange.finished and exchange.hung_up_after is not None
+    if phase == "body":
+        assert len(drip.head) <= exchange.sent < len(drip.response)
+    else:
+        assert exchange.sent < len(drip.head)
+    assert "Timed out talking to drip.example.com: no complete answer within 0.6 seconds" in str(exc.value)
+    assert isinstance(exc.value, OutboundTimeout)
+
+
+def test_an_answer_inside_the_deadline_still_arrives_whole(drip) -> None:
+    drip.interval = 0.0005
+    drip.drip_headers()
+    response = outbound.post(f"http://drip.example.com:{drip.port}/hook", data=b"{}")
+    assert response.status == 200 and response.json()["ok"] is True
