@@ -395,6 +395,8 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # runserver's request lines: through the redacting handler, not Django's own.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "fintech_portal": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "security": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

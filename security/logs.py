@@ -11,6 +11,9 @@ not). It renders the message, then replaces:
 * values of keys that name secrets or card data (``password``, ``secret``,
   ``token``, ``api_key``, ``private_key`` (Braintree), ``cvc``, ``cvv``,
   ``security_code``...), in ``key=value``/JSON text and in ``extra={...}``,
+* secrets carried in URL paths (an invitation token, a password-reset key),
+  registered by the app that owns the URL with :func:`register_secret_path`,
+  also percent-encoded (a ``?next=`` parameter),
 
 in the message, the formatted traceback and the stack info. ``JSONFormatter``
 writes one JSON object per line and summarises a ``request`` extra as its
@@ -55,6 +58,31 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Path segments that are secrets, registered by the apps that own those URLs.
+_SECRET_PATHS: dict[tuple[str, str], re.Pattern[str]] = {}
+_SEGMENT = r"[^/?#&\s\"'%<>]+"
+SECRET_PATH_MARK = "[REDACTED]"  # noqa: S105 - the marker, not a secret
+
+
+def register_secret_path(prefix: str, segment: str = _SEGMENT) -> None:
+    """Redact the path segment after ``prefix`` (``"/invite/"``) wherever a URL is logged.
+
+    ``segment`` is the regular expression of that segment (by default anything up to the next
+    ``/``, ``?`` or ``&``). The prefix also matches percent-encoded (``%2Finvite%2F``), as in a
+    ``?next=`` parameter. Logged as ``/invite/[REDACTED]/``.
+    """
+    raw = re.escape(prefix)
+    encoded = re.escape(prefix).replace("/", "%2[Ff]")
+    _SECRET_PATHS[(prefix, segment)] = re.compile(f"((?:{raw}|{encoded})){segment}")
+
+
+def redact_secret_paths(text: str) -> str:
+    """``text`` with the secret segments of registered URL paths replaced."""
+    for pattern in _SECRET_PATHS.values():
+        text = pattern.sub(lambda m: m.group(1) + SECRET_PATH_MARK, text)
+    return text
+
+
 def _redact_cards(text: str) -> str:
     spans = find_card_numbers(text)
     if not spans:
@@ -72,6 +100,7 @@ def redact(text: str) -> str:
     """``text`` with every kind of secret and personal data above replaced."""
     if not text:
         return text
+    text = redact_secret_paths(text)
     text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}[REDACTED]", text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
