@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 
 ATTRIBUTE = "request_body_max_bytes"
@@ -76,10 +76,11 @@ class RequestBodyLimitMiddleware:
         if length > settings.REQUEST_BODY_MAX_BYTES:
             limit = limit_for(request)
             if length > limit:
-                return HttpResponse(
+                message = (
                     f"This request is too large: this address accepts at most {_size(limit)} and the "
-                    f"request declares {length:,} bytes. Nothing was read or saved.",
-                    status=413,
-                    content_type="text/plain; charset=utf-8",
+                    f"request declares {length:,} bytes. Nothing was read or saved."
                 )
+                if request.path_info.startswith("/api/"):  # the API answers every error in JSON
+                    return JsonResponse({"error": {"code": "too_large", "message": message}}, status=413)
+                return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
         return self.get_response(request)

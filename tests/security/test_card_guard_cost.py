@@ -202,6 +202,8 @@ def test_a_page_that_takes_no_upload_refuses_a_large_body_with_413_without_readi
         status, answer = _call(WSGIHandler(), _environ(url, _NeverRead(), length, "text/plain"))
         assert status == 413, url
         assert b"too large" in answer and b"2,500,000 bytes" in answer
+    api = _call(WSGIHandler(), _environ("/api/v1/me/", _NeverRead(), length, "application/json"))[1]
+    assert json.loads(api)["error"]["code"] == "too_large"
     assert (
         b"at most 64 KB" in _call(WSGIHandler(), _environ("/accounts/login/", _NeverRead(), length, "x/y"))[1]
     )
