@@ -15,7 +15,9 @@ Printed, in CPU milliseconds (``time.process_time``, this process only):
   route's 64 KB body limit answers 413 before anything reads it);
 * ``page 60 KB``: the same with a 60 KB body, under the limit, so the guard searches it;
 * ``webhook 1 MB``: ``POST /webhooks/stripe/`` of 1 MB (JSON content type, not signed) through
-  the gunicorn entry point ``fintech_portal.wsgi.application`` and its fast path.
+  the gunicorn entry point ``fintech_portal.wsgi.application`` and its fast path;
+* then the log redaction filter on a "Not Found" line with a 4 KB path (the longest request
+  line gunicorn takes), by kind of path.
 
 Only functions present before and after the change are used, so the same file measures both
 (copy it into a checkout of the old code). ``--quick`` uses smaller bodies.
@@ -143,6 +145,20 @@ def main() -> None:
             f"{small_ms * MB / small_size:>12.1f}{statuses['small']:>8}{hook_ms:>14.1f}{statuses['hook']:>8}"
         )
     print("(page 60 KB is shown per MB, i.e. 60 KB's CPU scaled to 1 MB; every figure is CPU ms)")
+
+    # Every "Not Found: <path>" line and (now) every gunicorn access line goes through the log
+    # redaction filter; gunicorn takes request lines of up to 4094 bytes.
+    from security.logs import redact
+
+    print(f"\n{'log line (4 KB path)':<32}{'redact() CPU ms':>16}")
+    for name, unit in (
+        ("letters", "abcdefghij"),
+        ("a-a-a-...", "a-"),
+        ("1-1-1-...", "1-"),
+        ("a@a@a@...", "a@"),
+    ):
+        line = "Not Found: /" + _repeat(unit, 4000) + "/"
+        print(f"{name:<32}{cpu_ms(lambda t=line: redact(t), 3):>16.1f}")
 
 
 if __name__ == "__main__":

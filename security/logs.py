@@ -40,8 +40,12 @@ _KEY_WORDS = (
     r"password|passwd|passphrase|pwd|secret|client_secret|token|access_token|refresh_token|api[_-]?key|"
     r"private[_-]?key|cvc2?|cvv2?|cid|csc|security[_-]?code|card[_-]?code|card[_-]?number|pan"
 )
+# The key is the keyword that ends a name (``password``, ``stripe_api_key``, ``x-api-key``):
+# only the keyword is matched and the rest of the name left as it is. (Matching the name from
+# its start, ``\b[\w-]*(?:...)``, backtracked over every hyphenated word: a 4 KB path such as
+# ``/a-a-a-...`` in a "Not Found" line took a second of CPU.)
 _KEY_VALUE = re.compile(
-    r"(?i)(?P<key>\b[\w-]*(?:" + _KEY_WORDS + r")\b)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}<>]+)"
+    r"(?i)(?P<key>(?:" + _KEY_WORDS + r")\b)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}<>]+)"
 )
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [REDACTED]"),
@@ -49,7 +53,10 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bwhsec_[0-9A-Za-z+/=]+"), "[REDACTED stripe-webhook-secret]"),
     (
         re.compile(
-            r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+"
+            # The local part starts a run of its characters and never gives one back: a long
+            # word without "@" costs one pass, not one per starting position (quadratic).
+            r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]++"
+            r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+"
         ),
         "[REDACTED email]",
     ),  # fmt: skip
