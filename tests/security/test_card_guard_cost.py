@@ -13,7 +13,9 @@ import sys
 from typing import Any
 
 import pytest
+from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -137,11 +139,19 @@ def _call(app: Any, environ: dict[str, Any]) -> tuple[int, bytes]:
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         seen["status"] = int(status.split()[0])
 
-    result = app(environ, start_response)
+    # Hold back Django's closing of connections at the end of a request, as its test client
+    # does, so the test's transaction survives it.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
     try:
-        return seen["status"], b"".join(result)
+        result = app(environ, start_response)
+        try:
+            return seen["status"], b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
     finally:
-        getattr(result, "close", lambda: None)()
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
 
 
 class _NeverRead(io.RawIOBase):
