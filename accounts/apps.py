@@ -20,6 +20,13 @@ class AccountsConfig(AppConfig):
 
         post_migrate.connect(_sync_groups, dispatch_uid="accounts.sync_staff_groups")
 
+        # Invitation tokens and password-reset keys travel in URL paths: no log may keep them.
+        from security.logs import register_secret_path
+
+        register_secret_path("/invite/")  # invitation_accept
+        # account_reset_password_from_key: <uidb36>-<key> (never ".../key/done/")
+        register_secret_path("/accounts/password/reset/key/", segment=r"[0-9A-Za-z]+-[^/?#&\s\"'%<>]+")
+
         from accounts.navigation import NavItem, register
 
         register(NavItem("Overview", "home", "merchant", 10))

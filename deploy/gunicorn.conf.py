@@ -22,4 +22,7 @@ accesslog = "-"
 errorlog = "-"
 # Query strings can carry ids; never log request bodies or headers with credentials.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+# Paths can carry secrets (invitation tokens, password-reset keys): every access and error
+# line goes through the project's redaction filter before it is written.
+logger_class = "security.access_log.RedactingGunicornLogger"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

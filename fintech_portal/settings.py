@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "security.context.RequestContextMiddleware",
+    "security.body_limits.RequestBodyLimitMiddleware",
     "security.card_guard.CardNumberGuardMiddleware",
     # Gateway webhooks (LEAN_URL_NAMES) stop here: every header above still applies; the
     # browser-session machinery below has nothing to do for a signed machine-to-machine POST.
@@ -436,6 +437,8 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # runserver's request lines: through the redacting handler, not Django's own.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "celery": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "fintech_portal": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "security": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
@@ -444,6 +447,25 @@ LOGGING = {
 # Celery must not replace these handlers with its own unfiltered ones.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # <<< PII-safe logging <<<
+
+# --- Request bodies -------------------------------------------------------------------------------
+# Every route accepts at most REQUEST_BODY_MAX_BYTES of body (forms, JSON); a larger declared
+# Content-Length gets 413 before anything reads it. Routes that take more declare it: the
+# @security.body_limits.body_limit(n) view decorator, or their URL name here. The gateways'
+# webhooks refuse bodies over 1 MB themselves (400 "too_large", their contract): their route
+# limit is above that so their own answer is the one a gateway sees.
+REQUEST_BODY_MAX_BYTES: int = env.int("REQUEST_BODY_MAX_BYTES", default=64 * 1024)
+REQUEST_BODY_LIMITS: dict[str, int] = {
+    "webhook_stripe": 2 * 1024 * 1024,
+    "webhook_braintree": 2 * 1024 * 1024,
+}
+# The most a form's fields or a raw body may hold on any route (files in uploads not counted).
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
+# Characters the card-number guard searches per request (path, query, fields, body; a body is
+# searched twice at most, when something card-like was found). Over it: 413, never unchecked.
+CARD_GUARD_MAX_BYTES: int = env.int(
+    "CARD_GUARD_MAX_BYTES", default=2 * DATA_UPLOAD_MAX_MEMORY_SIZE + 64 * 1024
+)
 
 # --- Project-specific ---------------------------------------------------------------------------
 # URL names reachable without signing in. Everything else requires a session

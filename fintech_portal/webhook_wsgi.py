@@ -6,8 +6,8 @@ costs about as much CPU as verifying and storing the event itself, so
 :func:`webhook_fast_path` wraps the Django WSGI application and answers the common
 case directly: a ``POST`` to exactly ``/webhooks/stripe/`` or ``/webhooks/braintree/``,
 no query string, a declared length (not chunked) of at most 1 MB, over HTTPS (or TLS
-redirects off), a JSON or form body in which not even a cheap check finds anything
-card-shaped.
+redirects off), a JSON or form body in which the card-number guard's search (run once, here)
+finds no card number.
 
 Anything else is handed to Django unchanged (the body re-wrapped when it was read),
 which answers as it always does: the TLS redirect, the 405, the card-number guard's
@@ -30,11 +30,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signals
+from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
 
 from payments import webhooks
-from security.card_guard import may_carry_card_number
+from security.card_guard import BODY_RESULT_ENVIRON_KEY, TooLargeToCheck, find_card_in_body
 from security.client_ip import client_ip_from_meta
 from security.context import RequestContext, bind
 
@@ -162,8 +163,16 @@ def webhook_fast_path(django_app: WSGIApp) -> WSGIApp:
             return _answer(start_response, *webhooks.receive(gateway=gateway, body=None, headers={}), secure)
         length = int(environ["CONTENT_LENGTH"])
         body = environ["wsgi.input"].read(length) if length else b""
-        if may_carry_card_number(body, environ.get("CONTENT_TYPE", "")):
-            environ["wsgi.input"] = io.BytesIO(body)  # the card-number guard reads it again
+        try:
+            found = find_card_in_body(body, environ.get("CONTENT_TYPE", ""))
+        except (TooLargeToCheck, SuspiciousOperation):
+            environ["wsgi.input"] = io.BytesIO(body)  # Django's guard refuses it
+            return django_app(environ, start_response)
+        if found is not None:
+            # Django's card-number guard refuses it (and audits who sent it) without searching
+            # the body a second time.
+            environ[BODY_RESULT_ENVIRON_KEY] = found
+            environ["wsgi.input"] = io.BytesIO(body)
             return django_app(environ, start_response)
         status, payload = _handle(environ, gateway, body)
         return _answer(start_response, status, payload, secure)

@@ -6,6 +6,13 @@ body (or any other text body), the middleware answers ``400`` with a plain
 message and writes a ``security.card_number_refused`` audit event that says
 where it was found, never the number. No path is exempt unless listed in
 ``CARD_GUARD_EXEMPT_PATH_PREFIXES`` (empty by default).
+
+The search (``security.pan``) is linear in what it reads, and what it reads is
+capped: at most ``CARD_GUARD_MAX_BYTES`` characters per request, each body read
+at most once unless a card-like number was found in it. A body the guard cannot
+read whole (over ``DATA_UPLOAD_MAX_MEMORY_SIZE``) or that would take more than
+the cap is refused with ``413``, never let through unchecked. (Most routes refuse
+large bodies earlier, unread: see ``security.body_limits``.)
 """
 
 from __future__ import annotations
@@ -13,12 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from importlib import import_module
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.http import HttpRequest, HttpResponse, UnreadablePostError
+from django.http import HttpRequest, HttpResponse, QueryDict, UnreadablePostError
 
 from security.logs import redact
 from security.pan import contains_card_number
@@ -27,6 +34,10 @@ MESSAGE = (
     "This request was refused because it contains a payment card number. Card numbers must only be "
     "typed into the secure card fields of the payment form; nothing was saved."
 )
+TOO_LARGE = (
+    "This request is too large to be checked for card numbers; nothing was saved. Send less at a time."
+)
+UNCHECKED = "This request could not be read to check it for card numbers; nothing was saved."
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -44,59 +55,95 @@ def _walk_json(value: Any, path: str = "$") -> Iterator[tuple[str, str]]:
         yield path, str(value)
 
 
+class TooLargeToCheck(Exception):
+    """The request holds more text than the guard checks (``CARD_GUARD_MAX_BYTES``)."""
+
+
+class _Scanner:
+    """``contains_card_number(strict=True)`` under a per-request budget of characters."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.left = settings.CARD_GUARD_MAX_BYTES if budget is None else budget
+
+    def __call__(self, text: str) -> bool:
+        self.left -= len(text)
+        if self.left < 0:
+            raise TooLargeToCheck
+        return contains_card_number(text, strict=True)
+
+
+# Set by the WSGI fast path (fintech_portal.webhook_wsgi) when it has already searched the body
+# and hands the request to Django to be refused: the guard does not search the body again. A
+# client cannot set it (WSGI servers put request headers under ``HTTP_`` keys).
+BODY_RESULT_ENVIRON_KEY = "fintech_portal.card_guard.body"
+
+
+def _find_in_fields(fields: Any, scan: _Scanner) -> tuple[str, str] | None:
+    for key, values in fields.lists():
+        if scan(key) or any(scan(v) for v in values):
+            return "form", key[:100]
+    return None
+
+
+def find_card_in_body(
+    body: bytes, content_type: str, *, scanner: _Scanner | None = None
+) -> tuple[str, str] | None:
+    """``(where, name)`` of the first card number in a JSON, form-urlencoded or other text body.
+
+    What the guard does for a request body, without a Django request (the webhook WSGI fast
+    path calls it). Not for multipart bodies (only Django's parser can split those).
+    """
+    scan = scanner or _Scanner()
+    if not body:
+        return None
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        return _find_in_fields(QueryDict(body, encoding=settings.DEFAULT_CHARSET), scan)
+    text = body.decode("utf-8", "replace")
+    if kind == "application/json" or kind.endswith("+json"):
+        # Without escapes every JSON key and string appears verbatim in the text, so a number
+        # absent from the text is absent from every value: one search of the text settles it,
+        # and the values are searched (to name the field) only when it found something.
+        # With escapes only the decoded values tell, so those are searched instead of the text.
+        if "\\" in text or scan(text):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            if parsed is not None:
+                for where, value in _walk_json(parsed):
+                    if scan(value):
+                        return "json", where[:100]
+                return None
+            return ("body", "") if "\\" not in text or scan(text) else None
+        return None
+    return ("body", "") if scan(text) else None
+
+
 def find_card_in_request(request: HttpRequest) -> tuple[str, str] | None:
-    """``(where, name)`` of the first card number in the request, e.g. ``("form", "notes")``."""
-    if contains_card_number(unquote_plus(request.path), strict=True):
+    """``(where, name)`` of the first card number in the request, e.g. ``("form", "notes")``.
+
+    Raises :class:`TooLargeToCheck` when the request holds more than the guard checks, and
+    Django's ``RequestDataTooBig`` when the body is over ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+    """
+    scan = _Scanner()
+    if scan(unquote_plus(request.path)):
         return "path", ""
     query = request.META.get("QUERY_STRING", "")
-    if query and contains_card_number(unquote_plus(query), strict=True):
+    if query and scan(unquote_plus(query)):
         for key, values in request.GET.lists():
-            if any(contains_card_number(v, strict=True) for v in [key, *values]):
+            if any(scan(v) for v in [key, *values]):
                 return "query", key[:100]
         return "query", ""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
+    already = request.META.get(BODY_RESULT_ENVIRON_KEY)
+    if already is not None:
+        return cast("tuple[str, str]", already)
     content_type = (request.content_type or "").lower()
     if content_type in _FORM_TYPES:
-        for key, values in request.POST.lists():
-            if any(contains_card_number(v, strict=True) for v in [key, *values]):
-                return "form", key[:100]
-        return None
-    body = request.body
-    if not body or not may_carry_card_number(body, content_type):
-        # Without escapes every JSON key and string appears verbatim in the text, so a
-        # number absent from the text is absent from every value: no need to parse.
-        return None
-    text = body.decode("utf-8", "replace")
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            for where, value in _walk_json(parsed):
-                if contains_card_number(value, strict=True):
-                    return "json", where[:100]
-            return None
-    if contains_card_number(text, strict=True):
-        return "body", ""
-    return None
-
-
-def may_carry_card_number(body: bytes, content_type: str) -> bool:
-    """Whether a request body *might* hold a card number :func:`find_card_in_request` would find.
-
-    A cheap superset of its body checks, for code that answers a request without building a
-    Django request first (the webhook WSGI fast path): False means there is certainly nothing
-    to refuse; True means the request must go through the full guard.
-    """
-    kind = (content_type or "").split(";", 1)[0].strip().lower()
-    if kind == "multipart/form-data":
-        return True  # parts may carry their own transfer encoding: only the full guard can tell
-    text = body.decode("utf-8", "replace")
-    if kind == "application/x-www-form-urlencoded":
-        text = unquote_plus(text)  # every decoded key and value appears in the decoded body
-    return "\\" in text or contains_card_number(text, strict=True)
+        return _find_in_fields(request.POST, scan)
+    return find_card_in_body(request.body, content_type, scanner=scan)
 
 
 def _identify(request: HttpRequest) -> Any:
@@ -124,8 +171,12 @@ class CardNumberGuardMiddleware:
         if not any(request.path_info.startswith(prefix) for prefix in exempt):
             try:
                 found = find_card_in_request(request)
-            except (RequestDataTooBig, SuspiciousOperation, UnreadablePostError):
-                found = None  # Django refuses these itself further on
+            except (RequestDataTooBig, TooLargeToCheck):
+                # Never let through what was not checked.
+                return HttpResponse(TOO_LARGE, status=413, content_type="text/plain; charset=utf-8")
+            except (SuspiciousOperation, UnreadablePostError):
+                # Too many fields, a broken upload: a view reading the raw body could still get it.
+                return HttpResponse(UNCHECKED, status=400, content_type="text/plain; charset=utf-8")
             if found is not None:
                 return self.refuse(request, *found)
         return self.get_response(request)

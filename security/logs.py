@@ -11,6 +11,9 @@ not). It renders the message, then replaces:
 * values of keys that name secrets or card data (``password``, ``secret``,
   ``token``, ``api_key``, ``private_key`` (Braintree), ``cvc``, ``cvv``,
   ``security_code``...), in ``key=value``/JSON text and in ``extra={...}``,
+* secrets carried in URL paths (an invitation token, a password-reset key),
+  registered by the app that owns the URL with :func:`register_secret_path`,
+  also percent-encoded (a ``?next=`` parameter),
 
 in the message, the formatted traceback and the stack info. ``JSONFormatter``
 writes one JSON object per line and summarises a ``request`` extra as its
@@ -37,8 +40,12 @@ _KEY_WORDS = (
     r"password|passwd|passphrase|pwd|secret|client_secret|token|access_token|refresh_token|api[_-]?key|"
     r"private[_-]?key|cvc2?|cvv2?|cid|csc|security[_-]?code|card[_-]?code|card[_-]?number|pan"
 )
+# The key is the keyword that ends a name (``password``, ``stripe_api_key``, ``x-api-key``):
+# only the keyword is matched and the rest of the name left as it is. (Matching the name from
+# its start, ``\b[\w-]*(?:...)``, backtracked over every hyphenated word: a 4 KB path such as
+# ``/a-a-a-...`` in a "Not Found" line took a second of CPU.)
 _KEY_VALUE = re.compile(
-    r"(?i)(?P<key>\b[\w-]*(?:" + _KEY_WORDS + r")\b)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}<>]+)"
+    r"(?i)(?P<key>(?:" + _KEY_WORDS + r")\b)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}<>]+)"
 )
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [REDACTED]"),
@@ -46,13 +53,41 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bwhsec_[0-9A-Za-z+/=]+"), "[REDACTED stripe-webhook-secret]"),
     (
         re.compile(
-            r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+"
+            # The local part starts a run of its characters and never gives one back: a long
+            # word without "@" costs one pass, not one per starting position (quadratic).
+            r"(?<![A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]++"
+            r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+"
         ),
         "[REDACTED email]",
     ),  # fmt: skip
     (re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), "[REDACTED iban]"),
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "[REDACTED ssn]"),
 ]
+
+
+# Path segments that are secrets, registered by the apps that own those URLs.
+_SECRET_PATHS: dict[tuple[str, str], re.Pattern[str]] = {}
+_SEGMENT = r"[^/?#&\s\"'%<>]+"
+SECRET_PATH_MARK = "[REDACTED]"  # noqa: S105 - the marker, not a secret
+
+
+def register_secret_path(prefix: str, segment: str = _SEGMENT) -> None:
+    """Redact the path segment after ``prefix`` (``"/invite/"``) wherever a URL is logged.
+
+    ``segment`` is the regular expression of that segment (by default anything up to the next
+    ``/``, ``?`` or ``&``). The prefix also matches percent-encoded (``%2Finvite%2F``), as in a
+    ``?next=`` parameter. Logged as ``/invite/[REDACTED]/``.
+    """
+    raw = re.escape(prefix)
+    encoded = re.escape(prefix).replace("/", "%2[Ff]")
+    _SECRET_PATHS[(prefix, segment)] = re.compile(f"((?:{raw}|{encoded})){segment}")
+
+
+def redact_secret_paths(text: str) -> str:
+    """``text`` with the secret segments of registered URL paths replaced."""
+    for pattern in _SECRET_PATHS.values():
+        text = pattern.sub(lambda m: m.group(1) + SECRET_PATH_MARK, text)
+    return text
 
 
 def _redact_cards(text: str) -> str:
@@ -72,6 +107,7 @@ def redact(text: str) -> str:
     """``text`` with every kind of secret and personal data above replaced."""
     if not text:
         return text
+    text = redact_secret_paths(text)
     text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('sep')}[REDACTED]", text)
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
