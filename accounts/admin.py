@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 from django.contrib import admin
 from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -11,10 +13,8 @@ from accounts.models import Invitation, Membership, Merchant, MerchantStatusChan
 # django-otp's own device admins show and accept secrets in clear (the TOTP one even draws the
 # QR code of any user's secret). Second factors are enrolled by their owner only, encrypted.
 for _clear_device in (TOTPDevice, StaticDevice):
-    try:
+    with contextlib.suppress(NotRegistered):
         admin.site.unregister(_clear_device)
-    except NotRegistered:
-        pass
 
 
 class MembershipInline(admin.TabularInline):
