@@ -40,10 +40,12 @@ def test_only_key_managers_open_the_page(verified_client, officer, owner):
 def test_rotation_runs_as_a_task_and_reports_progress(
     verified_client, officer, tenant, settings, django_capture_on_commit_callbacks
 ):
-    settings.FIELD_ENCRYPTION_KEYS = [OLD]
+    # The run's own KEK stays configured: the fixtures' users' TOTP secrets are encrypted under it.
+    run_keks = list(settings.FIELD_ENCRYPTION_KEYS)
+    settings.FIELD_ENCRYPTION_KEYS = [OLD, *run_keks]
     for i in range(3):
         customer_for_email(merchant=tenant.merchant, email=f"p{i}@example.com")
-    settings.FIELD_ENCRYPTION_KEYS = [NEW, OLD]
+    settings.FIELD_ENCRYPTION_KEYS = [NEW, OLD, *run_keks]
     client = verified_client(officer)
     page = client.get(reverse("key_management")).content.decode()
     assert "still wrapped by an older KEK" in page and "Rotate to new" in page
@@ -78,9 +80,10 @@ def test_starting_a_rotation_needs_a_fresh_code(verified_client, officer):
 def test_the_progress_url_names_the_rotation_by_its_public_id_never_its_integer_key(
     verified_client, officer, tenant, settings
 ):
-    settings.FIELD_ENCRYPTION_KEYS = [OLD]
+    run_keks = list(settings.FIELD_ENCRYPTION_KEYS)  # the fixtures' users' TOTP secrets use it
+    settings.FIELD_ENCRYPTION_KEYS = [OLD, *run_keks]
     customer_for_email(merchant=tenant.merchant, email="p@example.com")
-    settings.FIELD_ENCRYPTION_KEYS = [NEW, OLD]
+    settings.FIELD_ENCRYPTION_KEYS = [NEW, OLD, *run_keks]
     client = verified_client(officer)
     client.post(reverse("key_rotation_start"))  # the task is not run: the rotation stays running
     run = KeyRotation.objects.get()
