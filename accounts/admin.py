@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+import contextlib
+
 from django.contrib import admin
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import Invitation, Membership, Merchant, MerchantStatusChange, User
+
+# django-otp's own device admins show and accept secrets in clear (the TOTP one even draws the
+# QR code of any user's secret). Second factors are enrolled by their owner only, encrypted.
+for _clear_device in (TOTPDevice, StaticDevice):
+    with contextlib.suppress(NotRegistered):
+        admin.site.unregister(_clear_device)
 
 
 class MembershipInline(admin.TabularInline):

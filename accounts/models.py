@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import datetime
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
@@ -11,7 +12,10 @@ from django.db import models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.plugins.otp_totp import models as otp_totp
 
+from security.blind_index import derived_key
+from security.fields import EncryptedTextField, EncryptionSubject
 from security.ids import public_id_default
 
 
@@ -220,11 +224,65 @@ class Invitation(models.Model):
         return self.status_at(timezone.now())
 
 
+class EncryptedTOTPDevice(TimestampMixin, ThrottlingMixin, Device):
+    """An authenticator app (TOTP) whose secret is encrypted at rest.
+
+    django-otp's ``TOTPDevice`` keeps the secret in clear (a copy of the database
+    would let anyone compute codes). This is the same device with the secret in
+    an encrypted field bound to this row and to the user's data key; the
+    verification, drift, replay protection (``last_t``) and throttling are
+    django-otp's own code, borrowed unchanged.
+    """
+
+    public_id = models.CharField(
+        max_length=40, unique=True, default=public_id_default("totp"), editable=False
+    )
+    key = EncryptedTextField(
+        subject=EncryptionSubject("user", "user__public_id"),
+        default=otp_totp.default_key,
+        validators=[otp_totp.key_validator],
+        help_text="A hex-encoded secret key of up to 40 bytes (encrypted at rest).",
+    )
+    step = models.PositiveSmallIntegerField(default=30)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    drift = models.SmallIntegerField(default=0)
+    last_t = models.BigIntegerField(
+        default=-1, help_text="The time step of the last verified code; only later ones are accepted."
+    )
+
+    class Meta(Device.Meta):
+        verbose_name = "TOTP device"
+
+    # django-otp's TOTPDevice behaviour, unchanged: it only reads the fields above.
+    bin_key = otp_totp.TOTPDevice.bin_key
+    verify_token = otp_totp.TOTPDevice.verify_token
+    get_throttle_factor = otp_totp.TOTPDevice.get_throttle_factor
+    config_url = otp_totp.TOTPDevice.config_url
+    _read_str_from_settings = otp_totp.TOTPDevice._read_str_from_settings
+
+
+BACKUP_CODE_KEY_PURPOSE = "accounts.backup_codes.v1"
+
+
+def backup_code_digest(legacy_hash: str) -> str:
+    """What is stored for a backup code: HMAC-SHA256 under a key that never touches the database.
+
+    Its input is the old unkeyed digest (SHA-256 of ``user_id:code``), so rows
+    written before keying were converted in place by a data migration.
+    """
+    return hmac.new(derived_key(BACKUP_CODE_KEY_PURPOSE), legacy_hash.encode(), hashlib.sha256).hexdigest()
+
+
 class BackupCodeDevice(TimestampMixin, ThrottlingMixin, Device):
-    """Single-use backup codes, stored only as salted hashes.
+    """Single-use backup codes, stored only as keyed hashes.
 
     (django-otp's StaticDevice keeps its tokens in clear text; a copy of the
-    database would hand out working codes.)
+    database would hand out working codes. An unkeyed hash would not do either:
+    ten characters from a 31-letter alphabet are about 50 bits, within reach of
+    an offline search.) The key is derived from ``BLIND_INDEX_KEY`` (see
+    :func:`backup_code_digest`).
     """
 
     class Meta:
@@ -235,17 +293,21 @@ class BackupCodeDevice(TimestampMixin, ThrottlingMixin, Device):
 
         return int(getattr(settings, "OTP_STATIC_THROTTLE_FACTOR", 1))
 
-    def hash_code(self, code: str) -> str:
+    @staticmethod
+    def legacy_hash(user_id: int, code: str) -> str:
         normalised = "".join(ch for ch in code.lower() if ch.isalnum())
-        return hashlib.sha256(f"{self.user_id}:{normalised}".encode()).hexdigest()
+        return hashlib.sha256(f"{user_id}:{normalised}".encode()).hexdigest()
+
+    def hash_code(self, code: str) -> str:
+        return backup_code_digest(self.legacy_hash(self.user_id, code))
 
     def verify_token(self, token: str) -> bool:
         allowed, _ = self.verify_is_allowed()
         if not allowed:
             return False
-        updated = self.codes.filter(code_hash=self.hash_code(str(token)), used_at__isnull=True).update(
-            used_at=timezone.now()
-        )
+        updated = self.codes.filter(
+            code_hash=self.hash_code(str(token)), keyed=True, used_at__isnull=True
+        ).update(used_at=timezone.now())
         if updated:
             self.throttle_reset(commit=False)
             self.set_last_used_timestamp(commit=False)
@@ -261,6 +323,8 @@ class BackupCodeDevice(TimestampMixin, ThrottlingMixin, Device):
 class BackupCode(models.Model):
     device = models.ForeignKey(BackupCodeDevice, on_delete=models.CASCADE, related_name="codes")
     code_hash = models.CharField(max_length=64)
+    # False only on rows written before keying, until the data migration converts them.
+    keyed = models.BooleanField(default=True, editable=False)
     used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

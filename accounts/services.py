@@ -22,12 +22,12 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.models import Device
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import merchant_roles
 from accounts.models import (
     BackupCode,
     BackupCodeDevice,
+    EncryptedTOTPDevice,
     Invitation,
     Membership,
     Merchant,
@@ -450,31 +450,34 @@ class CodeThrottled(ApplicationError):
     code = "throttled"
 
 
-def totp_secret_base32(device: TOTPDevice) -> str:
+def totp_secret_base32(device: EncryptedTOTPDevice) -> str:
     """The secret as authenticator apps expect it (RFC 4648 base32, no padding)."""
     return b32encode(unhexlify(device.key.encode())).decode().rstrip("=")
 
 
-def confirmed_totp(user: User) -> TOTPDevice | None:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).order_by("-id").first()
+def confirmed_totp(user: User) -> EncryptedTOTPDevice | None:
+    return EncryptedTOTPDevice.objects.filter(user=user, confirmed=True).order_by("-id").first()
 
 
 def has_second_factor(user: User) -> bool:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    return EncryptedTOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
-def totp_enrolment_start(*, user: User) -> TOTPDevice:
+def totp_enrolment_start(*, user: User) -> EncryptedTOTPDevice:
     """Return this user's pending (unconfirmed) TOTP device, creating one if needed."""
     with transaction.atomic():
         pending = (
-            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("-id").first()
+            EncryptedTOTPDevice.objects.select_for_update()
+            .filter(user=user, confirmed=False)
+            .order_by("-id")
+            .first()
         )
         if pending is None:
-            pending = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+            pending = EncryptedTOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
     return pending
 
 
-def totp_enrolment_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[str]]:
+def totp_enrolment_confirm(*, user: User, code: str) -> tuple[EncryptedTOTPDevice, list[str]]:
     """Confirm the pending device with a correct code.
 
     Replaces any earlier authenticator and issues a fresh set of backup codes,
@@ -483,7 +486,10 @@ def totp_enrolment_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[s
     code = _clean_code(code)
     with transaction.atomic():
         device = (
-            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("-id").first()
+            EncryptedTOTPDevice.objects.select_for_update()
+            .filter(user=user, confirmed=False)
+            .order_by("-id")
+            .first()
         )
         if device is None:
             raise ApplicationError("Start the set-up again: no authenticator is waiting.")
@@ -493,7 +499,7 @@ def totp_enrolment_confirm(*, user: User, code: str) -> tuple[TOTPDevice, list[s
         if not device.verify_token(code):
             audit.record(actor=user, action="2fa.enrolment_code_wrong", target=user)
             raise ApplicationError("That code is not right. Check the time on your phone and try again.")
-        replaced = TOTPDevice.objects.filter(user=user, confirmed=True).exclude(pk=device.pk)
+        replaced = EncryptedTOTPDevice.objects.filter(user=user, confirmed=True).exclude(pk=device.pk)
         was_reenrolment = replaced.exists()
         replaced.delete()
         device.confirmed = True
@@ -555,7 +561,10 @@ def second_factor_verify(*, user: User, code: str, purpose: str = "sign_in") -> 
         raise ApplicationError("Enter the 6-digit code from your app or a backup code.")
     with transaction.atomic():
         totp = (
-            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("-id").first()
+            EncryptedTOTPDevice.objects.select_for_update()
+            .filter(user=user, confirmed=True)
+            .order_by("-id")
+            .first()
         )
         backup = BackupCodeDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
         if totp is None:

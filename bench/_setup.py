@@ -39,6 +39,7 @@ def setup(db_name: str, *, require_postgres: bool = False) -> str:
     os.environ["DEBUG"] = "0"
     os.environ["FIELD_ENCRYPTION_KEYS"] = f"bench1:{_key()}"
     os.environ["BLIND_INDEX_KEY"] = _key()
+    os.environ["AUDIT_CHAIN_KEY"] = _key()
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["CACHE_URL"] = "locmemcache://"
     if _pg_available():

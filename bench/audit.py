@@ -6,7 +6,6 @@ it creates and drops the scratch database ``fp_bench_security_audit``).
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import sys
 import time
@@ -75,7 +74,7 @@ def appends() -> None:
 
 
 def build_chain(count: int) -> None:
-    """Append ``count`` events straight into the table (same hashing as record()), then verify."""
+    """Append ``count`` events straight into the table (same keyed hashing as record()), then verify."""
     head = AuditChainHead.objects.get()
     sequence, prev = head.last_sequence, head.last_hash
     start = datetime.now(UTC) - timedelta(days=1)
@@ -96,7 +95,7 @@ def build_chain(count: int) -> None:
             details={"i": i, "note": "x" * 40},
             prev_hash=prev,
         )
-        event.hash = hashlib.sha256(audit.canonical_payload(event)).hexdigest()
+        event.hash = audit.compute_hash(event)
         prev = event.hash
         batch.append(event)
         if len(batch) == 5_000:

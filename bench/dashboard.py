@@ -90,9 +90,8 @@ def main() -> None:
     from django.test import Client
     from django.utils import timezone
     from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from accounts.models import Membership, Merchant, Role, User
+    from accounts.models import EncryptedTOTPDevice, Membership, Merchant, Role, User
     from payments.forms_dashboard import PaymentFilterForm
     from payments.models import Customer, Payment
     from payments.selectors import payments_filtered
@@ -159,7 +158,7 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE payments_paymentdailystat")
 
-    device = TOTPDevice.objects.create(user=owner, confirmed=True)
+    device = EncryptedTOTPDevice.objects.create(user=owner, confirmed=True)
     client = Client()
     client.force_login(owner, backend="allauth.account.auth_backends.AuthenticationBackend")
     session = client.session

@@ -19,9 +19,8 @@ def main() -> None:
     django_on_scratch_db("pages")
     from django.test import Client
     from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from accounts.models import Membership, Merchant, Role, User
+    from accounts.models import EncryptedTOTPDevice, Membership, Merchant, Role, User
 
     merchant = Merchant.objects.create(
         display_name="Bench", legal_name="Bench Ltd", country="GB", status="active"
@@ -31,7 +30,7 @@ def main() -> None:
     for i in range(100):
         u = User.objects.create_user(f"member{i}@bench.example.com", None)
         Membership.objects.create(user=u, merchant=merchant, role=Role.ANALYST)
-    device = TOTPDevice.objects.create(user=owner, confirmed=True)
+    device = EncryptedTOTPDevice.objects.create(user=owner, confirmed=True)
     client = Client()
     client.force_login(owner, backend="allauth.account.auth_backends.AuthenticationBackend")
     session = client.session

@@ -588,6 +588,11 @@ BLIND_INDEX_KEY: str = env.str("BLIND_INDEX_KEY", default="")
 BLIND_INDEX_PHONE_REGION: str = env.str("BLIND_INDEX_PHONE_REGION", default="GB")
 # Ed25519 private key (base64 of the 32-byte seed) that signs audit archives.
 AUDIT_ARCHIVE_SIGNING_KEY: str = env.str("AUDIT_ARCHIVE_SIGNING_KEY", default="")
+# HMAC key of the audit log's hash chain (base64 of >= 32 random bytes), kept out of the database
+# so that database rights alone cannot rewrite events and recompute the chain. Required when
+# DEBUG is off. After replacing it, list the old key here so older events still verify.
+AUDIT_CHAIN_KEY: str = env.str("AUDIT_CHAIN_KEY", default="")
+AUDIT_CHAIN_PREVIOUS_KEYS: list[str] = env.list("AUDIT_CHAIN_PREVIOUS_KEYS", default=[])
 # Card-number guard: URL path prefixes it skips. Empty: it checks every request.
 CARD_GUARD_EXEMPT_PATH_PREFIXES: list[str] = []
 # Outbound HTTP (security.outbound): ports besides 443 that may be used, timeouts, size cap.

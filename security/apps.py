@@ -12,7 +12,7 @@ class SecurityConfig(AppConfig):
         from django.db.models.signals import pre_save
 
         from security import checks, keyring
-        from security.audit import install_sqlite_functions
+        from security.audit import chain_keys, install_sqlite_functions
         from security.blind_index import key_from_settings
         from security.fields import check_update_fields
 
@@ -20,6 +20,7 @@ class SecurityConfig(AppConfig):
         # malformed key: never run and write data that cannot be read back.
         keyring.get_keyring()
         key_from_settings()
+        chain_keys()
 
         checks.register()
         connection_created.connect(install_sqlite_functions, dispatch_uid="security.sqlite_functions")

@@ -222,14 +222,18 @@ def verify_archive(path: Path, *, public_key: str | None = None) -> ArchiveRepor
     prev = header["prev_hash"]
     expected = header["first_sequence"]
     lines = body.split(b"\n")[1:-1]
+    walker = audit.ChainWalker(audit.chain_keys(), at_genesis=prev == audit.GENESIS_HASH and expected == 1)
     for raw in lines:
         event = json.loads(raw)
         stored = event.pop("hash")
         if event["sequence"] != expected or event["prev_hash"] != prev:
             raise ArchiveInvalid(f"{path.name}: event #{expected} is missing or out of order.")
         event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
-        if hashlib.sha256(audit._payload(**event)).hexdigest() != stored:
-            raise ArchiveInvalid(f"{path.name}: event #{event['sequence']} was altered.")
+        problem = walker.check(
+            event["sequence"], audit._payload(**event), stored, event["action"], event["details"]
+        )
+        if problem:
+            raise ArchiveInvalid(f"{path.name}: {problem}.")
         prev = stored
         expected += 1
     if prev != header["last_hash"] or expected - 1 != header["through_sequence"]:

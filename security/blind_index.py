@@ -111,6 +111,13 @@ def reset_key() -> None:
         _key = None
 
 
+def derived_key(purpose: str) -> bytes:
+    """A key for another lookup-style HMAC (``purpose`` separates its domain), derived from the
+    blind index key: long-lived, held outside the database, never rotated with the KEKs or
+    ``SECRET_KEY``. Backup codes use it (``accounts.backup_codes.v1``)."""
+    return hmac.new(_current_key(), b"derived-key\x00" + purpose.encode(), hashlib.sha256).digest()
+
+
 class BlindIndexDigest(str):
     """A digest already computed (so a lookup does not hash it twice)."""
 

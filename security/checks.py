@@ -29,6 +29,14 @@ def dev_keyring_warning(app_configs: Any = None, **kwargs: Any) -> list[checks.C
                 id="security.W002",
             )
         )
+    if settings.DEBUG and not getattr(settings, "AUDIT_CHAIN_KEY", ""):
+        messages.append(
+            checks.Warning(
+                "DEVELOPMENT-ONLY AUDIT CHAIN KEY: AUDIT_CHAIN_KEY is not set, so the audit log is "
+                "HMAC-ed with a key from the source code.",
+                id="security.W003",
+            )
+        )
     return messages
 
 
@@ -101,3 +109,7 @@ def settings_changed(setting: str, **kwargs: Any) -> None:
         from security import blind_index
 
         blind_index.reset_key()
+    if setting in ("AUDIT_CHAIN_KEY", "AUDIT_CHAIN_PREVIOUS_KEYS", "DEBUG"):
+        from security import audit
+
+        audit.reset_chain_keys()

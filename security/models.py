@@ -9,9 +9,12 @@ from security.ids import public_id_default
 class AuditEvent(models.Model):
     """One entry of the append-only, hash-chained audit log.
 
-    ``hash`` is the SHA-256 of the event's canonical JSON, which includes
-    ``prev_hash``; the rows therefore form one chain that any edit, deletion or
-    reordering breaks. Write only through :func:`security.audit.record`.
+    ``hash`` is the HMAC-SHA256, under ``AUDIT_CHAIN_KEY``, of the event's
+    canonical JSON, which includes ``prev_hash``; the rows therefore form one
+    chain that any edit, deletion or reordering breaks, and that nobody without
+    the key (held outside the database) can recompute. Events written before
+    the ``audit.chain_keyed`` cut-over event carry a plain SHA-256. Write only
+    through :func:`security.audit.record`.
     """
 
     sequence = models.PositiveBigIntegerField(unique=True)
@@ -48,6 +51,10 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     last_sequence = models.PositiveBigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="0" * 64)
+    # Id (a fingerprint, never the key) of the audit chain key the newest events are HMAC-ed
+    # with; empty before the cut-over. A different configured key makes the next append
+    # write a new cut-over event first.
+    key_id = models.CharField(max_length=16, blank=True, default="")
 
     def __str__(self) -> str:
         return f"audit chain head at #{self.last_sequence}"

@@ -16,3 +16,4 @@ def _random_key() -> str:
 
 os.environ.setdefault("FIELD_ENCRYPTION_KEYS", f"t1:{_random_key()}")
 os.environ.setdefault("BLIND_INDEX_KEY", _random_key())
+os.environ.setdefault("AUDIT_CHAIN_KEY", _random_key())

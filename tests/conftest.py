@@ -16,9 +16,8 @@ import pytest
 from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import Membership, Merchant, Role, User
+from accounts.models import EncryptedTOTPDevice, Membership, Merchant, Role, User
 from accounts.otp import OTP_VERIFIED_AT
 
 PASSWORD = "correct-horse-battery-staple-42"
@@ -56,7 +55,7 @@ def _fresh_cache() -> Iterator[None]:
 # --- People and merchants ------------------------------------------------------------------
 
 
-def totp_code(device: TOTPDevice, at: float | None = None) -> str:
+def totp_code(device: EncryptedTOTPDevice, at: float | None = None) -> str:
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     totp.time = at if at is not None else time.time()
     return f"{totp.token():0{device.digits}d}"
@@ -65,7 +64,7 @@ def totp_code(device: TOTPDevice, at: float | None = None) -> str:
 def make_user(email: str, *, with_totp: bool = True, **extra: object) -> User:
     user = User.objects.create_user(email=email, password=PASSWORD, **extra)
     if with_totp:
-        TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+        EncryptedTOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
     return user
 
 
@@ -113,9 +112,9 @@ def teammate(tenant: Tenant) -> User:
 
 def login_verified(client: Client, user: User) -> Client:
     client.force_login(user, backend="allauth.account.auth_backends.AuthenticationBackend")
-    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    device = EncryptedTOTPDevice.objects.filter(user=user, confirmed=True).first()
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+        device = EncryptedTOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
     session[OTP_VERIFIED_AT] = int(time.time())

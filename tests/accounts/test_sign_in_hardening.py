@@ -11,8 +11,8 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.models import EncryptedTOTPDevice
 from accounts.roles import COMPLIANCE_ANALYST
 from security.models import AuditEvent
 from tests.conftest import PASSWORD, make_user, totp_code
@@ -71,7 +71,7 @@ def test_staff_sessions_expire_after_thirty_idle_minutes(client, settings):
     staff = make_user("analyst@platform.example.com")
     staff.groups.add(Group.objects.get(name=COMPLIANCE_ANALYST))
     attempt(client, staff.email, PASSWORD)
-    device = TOTPDevice.objects.get(user=staff)
+    device = EncryptedTOTPDevice.objects.get(user=staff)
     client.post(reverse("two_factor_verify"), {"code": totp_code(device)}, REMOTE_ADDR="203.0.113.7")
     assert client.get(reverse("home")).status_code == 200
     session = Session.objects.get(session_key=client.session.session_key)

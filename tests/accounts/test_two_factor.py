@@ -9,9 +9,8 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import BackupCode, BackupCodeDevice
+from accounts.models import BackupCode, BackupCodeDevice, EncryptedTOTPDevice
 from security.models import AuditEvent
 from tests.conftest import PASSWORD, make_user, totp_code
 
@@ -23,13 +22,13 @@ def sign_in_with_password(client, email: str, password: str = PASSWORD, next_url
     return client.post(url, {"login": email, "password": password})
 
 
-def enrol(client) -> tuple[TOTPDevice, list[str]]:
+def enrol(client) -> tuple[EncryptedTOTPDevice, list[str]]:
     page = client.get(reverse("two_factor_enrol"))
     assert page.status_code == 200
     secret = re.search(r'data-secret="([A-Z2-7]+)"', page.content.decode()).group(1)
     from accounts.services import totp_secret_base32
 
-    device = TOTPDevice.objects.get(user__email=page.context["user"].email, confirmed=False)
+    device = EncryptedTOTPDevice.objects.get(user__email=page.context["user"].email, confirmed=False)
     assert totp_secret_base32(device) == secret
     response = client.post(reverse("two_factor_enrol"), {"code": totp_code(device)}, follow=True)
     codes = re.findall(r"<li><code>([a-z0-9]{5}-[a-z0-9]{5})</code></li>", response.content.decode())
@@ -75,7 +74,7 @@ def test_enrolment_with_wrong_code_is_refused_and_changes_nothing(client):
     response = client.post(reverse("two_factor_enrol"), {"code": "000000"})
     assert response.status_code == 200
     assert "That code is not right" in response.content.decode()
-    assert not TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    assert not EncryptedTOTPDevice.objects.filter(user=user, confirmed=True).exists()
     assert not BackupCodeDevice.objects.filter(user=user).exists()
     assert client.get(reverse("home")).status_code == 302
 
@@ -85,7 +84,7 @@ def test_sign_in_is_password_then_totp_code(client, owner):
     assert response.status_code == 302
     step = client.get(response["Location"])
     assert step.status_code == 302 and step["Location"].startswith(reverse("two_factor_verify"))
-    device = TOTPDevice.objects.get(user=owner)
+    device = EncryptedTOTPDevice.objects.get(user=owner)
     done = client.post(step["Location"], {"code": totp_code(device)})
     assert done.status_code == 302 and done["Location"] == reverse("team")
     assert client.get(reverse("team")).status_code == 200
@@ -104,7 +103,7 @@ def test_wrong_code_is_refused_and_audited(client, owner):
 def test_repeated_wrong_codes_are_throttled_even_with_the_right_code(client, owner):
     sign_in_with_password(client, owner.email)
     client.post(reverse("two_factor_verify"), {"code": "111111"})
-    device = TOTPDevice.objects.get(user=owner)
+    device = EncryptedTOTPDevice.objects.get(user=owner)
     # Within the back-off window even a correct code is refused, with a clear wait time.
     response = client.post(reverse("two_factor_verify"), {"code": totp_code(device)})
     assert response.status_code == 429
@@ -140,7 +139,7 @@ def test_backup_code_works_once_and_only_once(client, owner):
 
 
 def test_totp_code_cannot_be_replayed(client, owner):
-    device = TOTPDevice.objects.get(user=owner)
+    device = EncryptedTOTPDevice.objects.get(user=owner)
     code = totp_code(device)
     sign_in_with_password(client, owner.email)
     assert client.post(reverse("two_factor_verify"), {"code": code}).status_code == 302
@@ -158,14 +157,14 @@ def test_two_factor_cannot_be_turned_off_and_reenrolment_needs_a_current_code(ve
     assert response.status_code == 302 and response["Location"] == reverse("settings_security")
     # Wrong current code: no way through.
     assert client.post(reverse("two_factor_reenrol"), {"code": "000000"}).status_code == 400
-    old = TOTPDevice.objects.get(user=owner)
+    old = EncryptedTOTPDevice.objects.get(user=owner)
     wait_out_throttle(old)
     response = client.post(reverse("two_factor_reenrol"), {"code": totp_code(old)})
     assert response.status_code == 302 and response["Location"].startswith(reverse("two_factor_enrol"))
     client.get(reverse("two_factor_enrol"))
-    new = TOTPDevice.objects.get(user=owner, confirmed=False)
+    new = EncryptedTOTPDevice.objects.get(user=owner, confirmed=False)
     client.post(reverse("two_factor_enrol"), {"code": totp_code(new)})
-    devices = TOTPDevice.objects.filter(user=owner)
+    devices = EncryptedTOTPDevice.objects.filter(user=owner)
     assert list(devices.values_list("pk", "confirmed")) == [(new.pk, True)]
     assert AuditEvent.objects.filter(action="2fa.reenrolled").exists()
     # No URL disables 2FA.
@@ -194,7 +193,7 @@ def test_recent_otp_is_required_for_sensitive_actions(verified_client, owner):
     assert response.status_code == 302 and response["Location"].startswith(reverse("two_factor_step_up"))
     assert not BackupCodeDevice.objects.filter(user=owner).exists()
 
-    device = TOTPDevice.objects.get(user=owner)
+    device = EncryptedTOTPDevice.objects.get(user=owner)
     step = client.post(
         reverse("two_factor_step_up") + "?next=" + reverse("settings_security"), {"code": totp_code(device)}
     )

@@ -76,5 +76,5 @@ def sign_in(page, base: str, user) -> None:  # noqa: ANN001 - a Playwright page 
     page.get_by_label("Email address").fill(user.email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Authentication code").fill(totp_code(user.totpdevice_set.get()))
+    page.get_by_label("Authentication code").fill(totp_code(user.encryptedtotpdevice_set.get()))
     page.get_by_role("button", name="Verify").click()

@@ -112,7 +112,7 @@ def test_admin_asks_for_a_code_after_the_password(live_server, page: Page, shot)
     # The admin stays closed until the code is given.
     page.goto(f"{base}/admin/")
     expect(page.get_by_role("heading", name="Enter your code")).to_be_visible()
-    enter_code(page, totp_code(admin.totpdevice_set.get()))
+    enter_code(page, totp_code(admin.encryptedtotpdevice_set.get()))
     expect(page.get_by_text("Platform administration")).to_be_visible()
 
 
@@ -123,7 +123,7 @@ def test_layout_is_readable_on_a_phone(live_server, browser) -> None:
     try:
         base = live_server.url
         sign_in_with_password(page, base, tenant.owner.email, PASSWORD)
-        enter_code(page, totp_code(tenant.owner.totpdevice_set.get()))
+        enter_code(page, totp_code(tenant.owner.encryptedtotpdevice_set.get()))
         expect(page.get_by_role("heading", name="Overview")).to_be_visible()
         # No horizontal scrolling on a phone; navigation sits behind the Menu toggle.
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")

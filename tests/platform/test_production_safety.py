@@ -18,6 +18,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         "ALLOWED_HOSTS": "portal.example.com",
         "FIELD_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
         "BLIND_INDEX_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "AUDIT_CHAIN_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
     return clean_env(**{**base, **overrides})
 

@@ -39,9 +39,11 @@ def broken(*args: str) -> str:
     return str(exc.value)
 
 
-def test_each_event_stores_the_hash_of_its_canonical_json_and_the_previous_hash() -> None:
+def test_each_event_stores_the_keyed_hash_of_its_canonical_json_and_the_previous_hash() -> None:
     first, second = events(2)
-    assert first.hash == hashlib.sha256(audit.canonical_payload(first)).hexdigest()
+    assert (
+        first.hash == audit.compute_hash(first) != hashlib.sha256(audit.canonical_payload(first)).hexdigest()
+    )
     assert second.prev_hash == first.hash and second.sequence == first.sequence + 1
     payload = json.loads(audit.canonical_payload(second))
     assert payload["prev_hash"] == first.hash and "hash" not in payload
@@ -49,7 +51,7 @@ def test_each_event_stores_the_hash_of_its_canonical_json_and_the_previous_hash(
 
 def test_verify_audit_chain_exits_zero_on_an_intact_chain() -> None:
     events(5, ip="2001:DB8::1")
-    assert "Audit chain intact: 5 events checked" in verify()
+    assert "Audit chain intact: 6 events checked" in verify()
 
 
 def test_the_database_refuses_update_and_delete() -> None:
@@ -106,7 +108,7 @@ def test_a_rolled_back_transaction_leaves_no_gap() -> None:
         audit.record(actor="tester", action="test.rolled_back")
         raise RuntimeError("boom")
     (after,) = events(1)
-    assert after.sequence == 2
+    assert after.sequence == 3  # 1 is the cut-over to keyed hashing
     assert "intact" in verify()
 
 
@@ -135,7 +137,7 @@ def test_the_chain_stays_linear_under_concurrent_writers() -> None:
         thread.join(60)
     assert not errors
     sequences = list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True))
-    assert sequences == list(range(1, 101))
+    assert sequences == list(range(1, 102))  # the cut-over, then 100 events
     assert audit.verify_chain().ok
 
 
@@ -172,17 +174,17 @@ def test_archiving_moves_old_events_to_a_signed_file_and_the_verifier_accepts_th
     before = (now - timedelta(days=365)).date()
     stdout = StringIO()
     call_command("archive_audit_log", f"--before={before}", f"--out={out}", stdout=stdout)
-    assert "archived up to sequence 5 with last hash" in stdout.getvalue()
-    assert list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True)) == [6, 7, 8]
+    assert "archived up to sequence 6 with last hash" in stdout.getvalue()
+    assert list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True)) == [7, 8, 9]
     checkpoint = AuditCheckpoint.objects.get()
-    assert (checkpoint.first_sequence, checkpoint.through_sequence, checkpoint.event_count) == (1, 5, 5)
-    assert AuditEvent.objects.get(sequence=8).action == "audit.archived"
+    assert (checkpoint.first_sequence, checkpoint.through_sequence, checkpoint.event_count) == (1, 6, 6)
+    assert AuditEvent.objects.get(sequence=9).action == "audit.archived"
     report = verify_archive(out)
-    assert (report.first_sequence, report.through_sequence, report.last_hash) == (1, 5, checkpoint.last_hash)
-    assert "3 events checked (#6 to #8)" in verify(f"--archive={out}")
+    assert (report.first_sequence, report.through_sequence, report.last_hash) == (1, 6, checkpoint.last_hash)
+    assert "3 events checked (#7 to #9)" in verify(f"--archive={out}")
     # The stored checkpoint can be overridden by one an auditor kept: a wrong one fails.
-    assert "does not link" in broken(f"--checkpoint=5:{'f' * 64}")
-    assert "intact" in verify(f"--checkpoint=5:{checkpoint.last_hash}")
+    assert "does not link" in broken(f"--checkpoint=6:{'f' * 64}")
+    assert "intact" in verify(f"--checkpoint=6:{checkpoint.last_hash}")
 
 
 def test_an_edited_archive_fails_verification(signing_key, tmp_path, monkeypatch) -> None:
@@ -207,7 +209,7 @@ def test_archiving_refuses_anything_newer_than_three_months(signing_key, tmp_pat
             f"--before={datetime.now(UTC).date() - timedelta(days=30)}",
             f"--out={tmp_path / 'x.jsonl'}",
         )
-    assert AuditEvent.objects.count() == 2 and not (tmp_path / "x.jsonl").exists()
+    assert AuditEvent.objects.count() == 3 and not (tmp_path / "x.jsonl").exists()
 
 
 def test_archiving_needs_a_signing_key(settings, tmp_path, monkeypatch) -> None:
@@ -237,4 +239,7 @@ def test_a_fresh_database_starts_the_chain_at_genesis() -> None:
     head = AuditChainHead.objects.get()
     assert (head.last_sequence, head.last_hash) == (0, audit.GENESIS_HASH)
     (first,) = events(1)
-    assert first.sequence == 1 and first.prev_hash == audit.GENESIS_HASH
+    cutover = AuditEvent.objects.get(sequence=1)
+    assert cutover.action == "audit.chain_keyed" and cutover.prev_hash == audit.GENESIS_HASH
+    assert cutover.details["key_id"] == audit.chain_keys().current.id
+    assert first.sequence == 2 and first.prev_hash == cutover.hash

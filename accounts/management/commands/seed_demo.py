@@ -11,10 +11,9 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import roles, services
-from accounts.models import Membership, Merchant, Role, User
+from accounts.models import EncryptedTOTPDevice, Membership, Merchant, Role, User
 
 DEMO_DOMAIN = "demo.example.com"
 DEMO_MERCHANT_LEGAL_NAME = "Demo Shop Ltd"
@@ -79,10 +78,12 @@ class Command(BaseCommand):
             if role in roles.STAFF_ROLES:
                 user.groups.set([Group.objects.get(name=role)])
             key = demo_totp_key_hex(email)
-            device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+            device = EncryptedTOTPDevice.objects.filter(user=user, confirmed=True).first()
             if device is None:
-                TOTPDevice.objects.filter(user=user).delete()
-                TOTPDevice.objects.create(user=user, name="Authenticator app", key=key, confirmed=True)
+                EncryptedTOTPDevice.objects.filter(user=user).delete()
+                EncryptedTOTPDevice.objects.create(
+                    user=user, name="Authenticator app", key=key, confirmed=True
+                )
             elif device.key != key:
                 device.key = key
                 device.save(update_fields=["key"])

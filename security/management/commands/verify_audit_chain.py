@@ -1,4 +1,10 @@
-"""``manage.py verify_audit_chain``: exit 0 when the chain is intact, 1 naming the first bad event."""
+"""``manage.py verify_audit_chain``: exit 0 when the chain is intact, 1 naming the first bad event.
+
+Events before the ``audit.chain_keyed`` cut-over carry plain SHA-256 hashes; the
+cut-over and every later event an HMAC under ``AUDIT_CHAIN_KEY`` (older stretches
+under a key in ``AUDIT_CHAIN_PREVIOUS_KEYS``). A plain hash after the cut-over, or
+a chain that ends unkeyed, is a rewrite by someone without the key.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ def _checkpoint(text: str) -> tuple[int, str]:
 
 
 class Command(BaseCommand):
-    help = "Verify the audit log's hash chain (from the latest archive checkpoint, or genesis)."
+    help = (
+        "Verify the audit log's hash chain (from the latest archive checkpoint, or genesis): plain "
+        "SHA-256 before the audit.chain_keyed cut-over, HMAC under AUDIT_CHAIN_KEY from it on."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
