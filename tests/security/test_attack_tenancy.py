@@ -47,6 +47,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import Role
+from payments.merchant_webhooks import webhook_endpoint_create
 from tests.payments.webhook_helpers import dns  # noqa: F401 - fixture
 from tests.security.attack_world import (
     METHOD_NOT_ALLOWED,
@@ -264,10 +265,51 @@ def test_outsider_cannot_reach_the_victims_rows_through_list_filters_or_bodies(w
         refund = _post(client, "/api/v1/refunds", {"payment": world.payment.public_id, "reason": "mole"})
         assert refund.status_code in REFUSED, refund.status_code
     # The dashboard's lists and the team page show none of the victim's rows either.
-    for url in ("/payments/", "/payments/links/", "/payments/exports/", "/team/", "/developers/", "/audit/"):
+    pages = ("/payments/", "/payments/links/", "/payments/exports/", "/team/", "/developers/", "/audit/")
+    for url in (
+        *pages,
+        "/audit/export.csv",
+        "/developers/webhooks/",
+        "/payments/review/",
+        "/payments/disputes/",
+    ):
         body = session.get(url).content
         assert world.payment.public_id.encode() not in body and world.link.public_id.encode() not in body
         assert world.victim.owner.email.encode() not in body, url
+    assert changed_tables(before, snapshot(world)) == []
+
+
+def test_outsider_cannot_pair_their_own_ids_with_the_victims(world: World) -> None:
+    """A URL with two ids: the outsider's own endpoint with the victim's delivery."""
+    own = webhook_endpoint_create(
+        actor=world.outsider.owner,
+        merchant=world.outsider.merchant,
+        url="https://public.example.com/hooks/own",
+    ).endpoint
+    outsider = verified(world.outsider.owner)
+    before = snapshot(world)
+    for name in ("webhook_delivery_detail", "webhook_delivery_resend"):
+        url = reverse(name, kwargs={"public_id": own.public_id, "delivery_id": world.delivery.public_id})
+        assert outsider.get(url).status_code in REFUSED | {METHOD_NOT_ALLOWED}, name
+        assert outsider.post(url).status_code in REFUSED, name
+    assert changed_tables(before, snapshot(world)) == []
+
+
+def test_outsider_reusing_the_victims_idempotency_key_gets_nothing_of_the_victims(world: World) -> None:
+    body = json.dumps(
+        {"amount": 4200, "currency": "EUR", "description": "Order 7", "customer_email": "c@example.com"}
+    )
+    headers = {"HTTP_IDEMPOTENCY_KEY": "order-7", "content_type": "application/json"}
+    victims = Client(HTTP_AUTHORIZATION=f"Bearer {world.key_secret}").post(
+        "/api/v1/checkout_sessions", body, **headers
+    )
+    assert victims.status_code == 201
+    before = snapshot(world)
+    theirs = Client(HTTP_AUTHORIZATION=f"Bearer {world.outsider_key_secret}").post(
+        "/api/v1/checkout_sessions", body, **headers
+    )
+    assert victims.json()["id"] not in theirs.content.decode()
+    assert theirs.headers.get("Idempotent-Replayed") != "true"
     assert changed_tables(before, snapshot(world)) == []
 
 
