@@ -15,15 +15,18 @@ only adds how to fill each URL's ids with the victim's rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.test import Client
 from django.urls import reverse
@@ -50,6 +53,7 @@ from security.models import AuditEvent, KeyRotation
 from tests.conftest import Tenant, login_verified, make_tenant, make_user
 from tests.payments.api_helpers import succeeded_payment
 from tests.payments.fraud_helpers import add_rule
+from tests.payments.webhook_helpers import FakeDNS
 from tests.platform.test_every_page_needs_two_factor import VIEW_NAMES, _params_for, sample_url
 
 # What a refusal looks like: the object is not there for you (404) or you may not (403).
@@ -113,7 +117,7 @@ def build_world() -> World:
         actor=outsider.owner, merchant=outsider.merchant, name="theirs", scope="write"
     )
     rotation = KeyRotation.objects.create(target_kek_id="k2", total=10, done=3, started_by="sec@platform")
-    return World(
+    world = World(
         victim=victim,
         outsider=outsider,
         payment=payment,
@@ -130,6 +134,25 @@ def build_world() -> World:
         rotation=rotation,
         outsider_key_secret=outsider_key.secret,
     )
+    for role in Role.values:
+        member(world, role)
+    return world
+
+
+@contextmanager
+def module_world(django_db_blocker: Any) -> Iterator[World]:
+    """One world for a whole test module, built in a transaction rolled back at its end.
+
+    Each test still runs in its own savepoint (pytest-django), so whatever a test changes is
+    undone before the next one; tests must not keep Python objects they changed.
+    """
+    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", FakeDNS({"public.example.com": "93.184.216.34"}))
+        with transaction.atomic():
+            world = build_world()
+            world.extra["admin"] = make_user("root@platform.example.com", is_staff=True, is_superuser=True)
+            yield world
+            transaction.set_rollback(True)
 
 
 def member(world: World, role: str) -> User:

@@ -15,26 +15,23 @@ Exempt by design, listed here; a new ``csrf_exempt`` view outside /api/ fails
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.test import Client
 from django.urls import resolve, reverse
 
 from tests.conftest import PASSWORD, make_user, totp_code
-from tests.payments.webhook_helpers import FakeDNS
 from tests.security.attack_world import (
     POST_BODIES,
     VIEW_NAMES,
     World,
-    build_world,
     changed_tables,
     is_admin,
+    module_world,
     snapshot,
     url_for,
     verified,
@@ -71,16 +68,9 @@ def csrf_marked(settings) -> None:
 
 @pytest.fixture(scope="module")
 def shared_world(django_db_setup, django_db_blocker) -> Iterator[World]:  # noqa: ANN001
-    """One victim world for the module, built in a transaction rolled back at its end. Sharing is
-    sound here: every test asserts its refused POST changed nothing (and each test's own work is
-    rolled back to a savepoint as usual)."""
-    with django_db_blocker.unblock(), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket, "getaddrinfo", FakeDNS({"public.example.com": "93.184.216.34"}))
-        with transaction.atomic():
-            world = build_world()
-            world.extra["admin"] = make_user("root@platform.example.com", is_staff=True, is_superuser=True)
-            yield world
-            transaction.set_rollback(True)
+    """Shared by the module: every test asserts its refused POST changed nothing."""
+    with module_world(django_db_blocker) as world:
+        yield world
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ Not asserted, because today's code lets the role do it (findings for the role ta
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -58,10 +59,10 @@ from tests.security.attack_world import (
     REFUSED,
     VIEW_NAMES,
     World,
-    build_world,
     changed_tables,
     is_admin,
     member,
+    module_world,
     object_view_names,
     snapshot,
     url_for,
@@ -121,9 +122,16 @@ FORM_ACTIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def shared_world(django_db_setup, django_db_blocker) -> Iterator[World]:  # noqa: ANN001
+    """One victim world for the module; each test's changes are rolled back to its savepoint."""
+    with module_world(django_db_blocker) as world:
+        yield world
+
+
 @pytest.fixture
-def world(dns) -> World:  # noqa: F811 - the fixture imported above
-    return build_world()
+def world(shared_world: World, db: None, dns) -> World:  # noqa: F811 - the fixture imported above
+    return shared_world
 
 
 def _is_api(url: str) -> bool:
