@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -33,7 +33,7 @@ from accounts.otp import OTP_VERIFIED_AT
 from payments.models import CheckoutSession, Payment, PaymentSettings
 from tests.payments.dashboard_helpers import make_payment
 from tests.payments.webhook_helpers import dns  # noqa: F401 - fixture
-from tests.security.attack_world import World, build_world, changed_tables, member, snapshot, verified
+from tests.security.attack_world import World, changed_tables, module_world, snapshot, verified
 
 pytestmark = pytest.mark.django_db
 
@@ -42,9 +42,26 @@ ATTACKER_SECRET_KEY = "attacker-chosen-secret-key-" + "x" * 40
 BACKEND = "allauth.account.auth_backends.AuthenticationBackend"
 
 
+@pytest.fixture(scope="module")
+def shared_world(django_db_setup, django_db_blocker) -> Iterator[World]:  # noqa: ANN001
+    """One victim world for the module; each test's changes are rolled back to its savepoint."""
+    with module_world(django_db_blocker) as world:
+        yield world
+
+
 @pytest.fixture
-def world(dns) -> World:  # noqa: F811 - the fixture imported above
-    return build_world()
+def world(shared_world: World, db: None, dns) -> World:  # noqa: F811 - the fixture imported above
+    return shared_world
+
+
+def _fresh_member(world: World, role: str = Role.ADMIN) -> User:
+    """A new teammate (this test may deactivate or delete them)."""
+    from accounts.models import Membership
+    from tests.conftest import make_user
+
+    user = make_user(f"fresh.{role}@victim.example.com")
+    Membership.objects.create(user=user, merchant=world.victim.merchant, role=role)
+    return user
 
 
 # --- What an attacker tries with a session cookie ------------------------------------------------------
@@ -156,14 +173,14 @@ def test_session_whose_auth_hash_was_made_with_another_secret_key_is_refused(wor
 
 
 def test_session_of_a_deactivated_user_is_refused(world: World) -> None:
-    admin = member(world, Role.ADMIN)
+    admin = _fresh_member(world)
     client, key = _session_key_for(admin)
     User.objects.filter(pk=admin.pk).update(is_active=False)
     _assert_locked_out(world, _with_cookie(key))
 
 
 def test_session_of_a_deleted_user_is_refused(world: World) -> None:
-    admin = member(world, Role.ADMIN)
+    admin = _fresh_member(world)
     client, key = _session_key_for(admin)
     admin.delete()
     _assert_locked_out(world, _with_cookie(key))
@@ -310,3 +327,111 @@ def test_live_key_cannot_reach_test_objects(world: World) -> None:
     assert client.post(f"/api/v1/checkout_sessions/{world.link.public_id}/expire").status_code == 404
     after = snapshot(world)
     assert changed_tables(before, after) in ([], ["accounts.ApiKey"])  # only its last-use stamp
+
+
+# --- Links that carry a secret: invitations and password resets -------------------------------------------
+
+
+def _invite(world: World, email: str) -> str:
+    from accounts.services import invitation_create
+
+    issued = invitation_create(
+        actor=world.victim.owner, merchant=world.victim.merchant, email=email, role=Role.ADMIN
+    )
+    return issued.token
+
+
+def _accept(client: Client, token: str):  # noqa: ANN202 - a test response
+    form = {
+        "full_name": "Mole",
+        "password1": "mole-horse-battery-staple-9",
+        "password2": "mole-horse-battery-staple-9",
+    }
+    return client.post(reverse("invitation_accept", args=[token]), form)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda t: _flip(t, len(t) - 1), id="last-char-flipped"),
+        pytest.param(lambda t: _flip(t, 0), id="first-char-flipped"),
+        pytest.param(lambda t: t[:-1], id="truncated-by-one"),
+        pytest.param(lambda t: t[: len(t) // 2], id="truncated-to-half"),
+        pytest.param(lambda t: t + "a", id="extended"),
+    ],
+)
+def test_forged_invitation_token_joins_nobody(world: World, forge: Callable[[str], str]) -> None:
+    token = _invite(world, "mole@attacker.example.com")
+    before = snapshot(world)
+    response = _accept(Client(), forge(token))
+    assert response.status_code in (404, 410)
+    assert changed_tables(before, snapshot(world)) == []
+    assert not User.objects.filter(email="mole@attacker.example.com").exists()
+
+
+@pytest.mark.parametrize("spoil", ["revoked", "expired", "used"])
+def test_dead_invitation_token_joins_nobody(world: World, spoil: str) -> None:
+    from accounts.models import Invitation
+    from accounts.services import invitation_revoke
+
+    token = _invite(world, "late@attacker.example.com")
+    invitation = Invitation.objects.get(email="late@attacker.example.com")
+    if spoil == "revoked":
+        invitation_revoke(actor=world.victim.owner, invitation=invitation)
+    elif spoil == "expired":
+        Invitation.objects.filter(pk=invitation.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    else:
+        assert _accept(Client(), token).status_code == 302  # the invitee joins once
+    before = snapshot(world)
+    response = _accept(Client(), token)
+    assert response.status_code in (404, 410)
+    assert changed_tables(before, snapshot(world)) == []
+
+
+def test_someone_elses_invitation_does_not_seat_the_outsider(world: World) -> None:
+    """The outsider holds a link meant for an existing user and posts it from their own session."""
+    token = _invite(world, world.outsider.teammate.email)  # sent to someone who already has an account
+    outsider = verified(world.outsider.owner)
+    before = snapshot(world)
+    outsider.post(reverse("invitation_accept", args=[token]))
+    _accept(outsider, token)
+    assert changed_tables(before, snapshot(world)) == []
+    assert not world.victim.merchant.memberships.filter(user=world.outsider.owner).exists()
+
+
+NEW_PASSWORD = "mole-horse-battery-staple-9"
+
+
+def _reset_with_key(world: World, forge: Callable[[str], str]) -> bool:
+    """Follow a password-reset link whose key went through ``forge``; whether the password changed."""
+    from allauth.account.forms import default_token_generator
+    from allauth.account.utils import user_pk_to_url_str
+
+    user = User.objects.get(pk=world.victim.owner.pk)  # as stored now (the shared object may be stale)
+    key = forge(default_token_generator.make_token(user))
+    url = reverse("account_reset_password_from_key", kwargs={"uidb36": user_pk_to_url_str(user), "key": key})
+    client = Client()
+    page = client.get(url, follow=True)
+    form_url = page.redirect_chain[-1][0] if page.redirect_chain else url
+    client.post(form_url, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    user.refresh_from_db()
+    return user.check_password(NEW_PASSWORD)
+
+
+def test_the_real_password_reset_key_works(world: World) -> None:
+    """The control for the forgeries below."""
+    assert _reset_with_key(world, lambda key: key)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda k: _flip(k, len(k) - 1), id="last-char-flipped"),
+        pytest.param(lambda k: k[:-1], id="truncated-by-one"),
+        pytest.param(lambda k: k + "a", id="extended"),
+    ],
+)
+def test_forged_password_reset_key_changes_no_password(world: World, forge: Callable[[str], str]) -> None:
+    before = snapshot(world)
+    assert not _reset_with_key(world, forge)
+    assert changed_tables(before, snapshot(world)) == []
