@@ -34,7 +34,10 @@ Not asserted, because today's code lets the role do it (findings for the role ta
   analysts and developers may, although the API treats an analyst's session as read-only
   (``api_checkout_sessions`` / ``api_checkout_session_expire`` refuse the same analyst).
 * ``payments_export_create`` (and the export pages): every role, including developers and analysts,
-  may export the payments list with customer emails.
+  may export the payments list with customer emails, and download an export another member made.
+* Refunds through an API key: a developer is refused ``payment_refund`` and ``api_refunds`` from
+  the dashboard session, but may mint a write-scoped key (``api_key_create``) and refund with it
+  (``api_refunds`` lets every write key refund). Keys a removed member minted keep working.
 """
 
 from __future__ import annotations
