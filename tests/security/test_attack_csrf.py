@@ -8,6 +8,10 @@ the rest) from a browser that has the CSRF cookie but sends no token. The answer
 refusal (403, logged on ``django.security.csrf``), or for the API (which DRF checks for session
 callers) a 403 naming CSRF.
 
+A GET is never checked for a token, so ``test_get_changes_nothing`` also GETs every URL: nothing may
+change but an audit event recording the read (``GET_WRITES`` lists, with the reason, the one page that
+writes by design: the public checkout page starting its payment).
+
 Exempt by design, listed here; a new ``csrf_exempt`` view outside /api/ fails
 ``test_only_the_listed_views_are_exempt``:
 """
@@ -161,3 +165,32 @@ def test_exempt_webhooks_still_refuse_an_unsigned_post(
     # Refused for its missing signature (or, without gateway credentials, as not configured).
     assert response.status_code >= 400 and not response.has_header(CSRF_MARK)
     assert changed_tables(before, snapshot(world)) == []
+
+
+# A GET is never checked for a CSRF token, so no GET may change anything; it may only record that it
+# happened (an audit event of a read).
+GET_MAY_RECORD = frozenset({"security.AuditEvent"})
+# Sign-out ends the session it is sent with (the only row it touches is that session's).
+GET_SKIPPED = frozenset({"account_logout", "admin:logout"})
+# GETs that do write, by design, and why that is safe.
+GET_WRITES: dict[str, str] = {
+    "checkout_pay": "opening the public checkout page starts the payment (the gateway's intent, which "
+    "Stripe's Payment Element needs); it charges nothing and a second visit reuses it",
+}
+
+
+@pytest.mark.parametrize("view_name", [n for n in VIEW_NAMES if n not in GET_SKIPPED])
+def test_get_changes_nothing(world: World, view_name: str) -> None:
+    client, _body = _attacker_for(world, view_name)
+    before = snapshot(world)
+    client.get(_url(world, view_name))
+    changed = set(changed_tables(before, snapshot(world)))
+    if view_name in GET_WRITES:
+        client.get(_url(world, view_name))
+        again = snapshot(world)
+        client.get(_url(world, view_name))
+        assert set(changed_tables(again, snapshot(world))) <= GET_MAY_RECORD, (
+            f"{view_name}: a second GET wrote"
+        )
+        return
+    assert changed <= GET_MAY_RECORD, (view_name, changed)
