@@ -96,6 +96,10 @@ def build_world() -> World:
     payment = succeeded_payment(victim, amount=5000)  # also queues a delivery to the endpoint
     # Flagged by a fraud rule after it succeeded: waiting for the team's review decision.
     Payment.objects.filter(pk=payment.pk).update(review_status=Payment.Review.PENDING)
+    # The endpoint's delivery of that payment gave up: the kind a team resends by hand.
+    WebhookDelivery.objects.filter(endpoint=issued_endpoint.endpoint).update(
+        status=WebhookDelivery.Status.FAILED
+    )
     refund = services.refund_create(actor=victim.owner, payment=payment, amount=100, reason="Damaged box")
     link = services.checkout_session_create(
         actor=victim.owner,
