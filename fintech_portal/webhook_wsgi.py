@@ -35,9 +35,15 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
 
 from payments import webhooks
-from security.card_guard import BODY_RESULT_ENVIRON_KEY, TooLargeToCheck, find_card_in_body
+from security.card_guard import (
+    BODY_RESULT_ENVIRON_KEY,
+    TOO_MANY_TO_CHECK,
+    TooLargeToCheck,
+    find_card_in_body,
+)
 from security.client_ip import client_ip_from_meta
 from security.context import RequestContext, bind
+from security.pan import TooManyToCheck
 
 log = logging.getLogger("django.request")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -167,6 +173,11 @@ def webhook_fast_path(django_app: WSGIApp) -> WSGIApp:
             found = find_card_in_body(body, environ.get("CONTENT_TYPE", ""))
         except (TooLargeToCheck, SuspiciousOperation):
             environ["wsgi.input"] = io.BytesIO(body)  # Django's guard refuses it
+            return django_app(environ, start_response)
+        except TooManyToCheck:
+            # Django's guard refuses it without searching it all over again.
+            environ[BODY_RESULT_ENVIRON_KEY] = TOO_MANY_TO_CHECK
+            environ["wsgi.input"] = io.BytesIO(body)
             return django_app(environ, start_response)
         if found is not None:
             # Django's card-number guard refuses it (and audits who sent it) without searching

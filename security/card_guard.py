@@ -28,7 +28,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, QueryDict, UnreadablePostError
 
 from security.logs import redact
-from security.pan import contains_card_number
+from security.pan import CheckBudget, TooManyToCheck, contains_card_number
 
 MESSAGE = (
     "This request was refused because it contains a payment card number. Card numbers must only be "
@@ -38,6 +38,16 @@ TOO_LARGE = (
     "This request is too large to be checked for card numbers; nothing was saved. Send less at a time."
 )
 UNCHECKED = "This request could not be read to check it for card numbers; nothing was saved."
+TOO_MANY = (
+    "This request holds too many long runs of digits to be checked for card numbers; nothing was "
+    "saved. Send fewer numbers at a time."
+)
+# Python-level checks (possible card starts, see security.pan.CheckBudget) a request may ask
+# for: a few dozen, plus one per this many characters searched. Ordinary pages and webhooks use
+# a handful; a body crafted to be all possible starts is refused after a bounded amount of work,
+# so a body of digit groups costs about what a body of letters of the same size costs.
+CHECKS_PER_REQUEST = 64
+CHARS_PER_EXTRA_CHECK = 4096
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -60,22 +70,29 @@ class TooLargeToCheck(Exception):
 
 
 class _Scanner:
-    """``contains_card_number(strict=True)`` under a per-request budget of characters."""
+    """``contains_card_number(strict=True)`` under a per-request budget of characters and checks.
+
+    Raises :class:`TooLargeToCheck` past ``CARD_GUARD_MAX_BYTES`` characters and
+    :class:`security.pan.TooManyToCheck` past the checks the characters so far allow.
+    """
 
     def __init__(self, budget: int | None = None) -> None:
         self.left = settings.CARD_GUARD_MAX_BYTES if budget is None else budget
+        self.checks = CheckBudget(CHECKS_PER_REQUEST)
 
     def __call__(self, text: str) -> bool:
         self.left -= len(text)
         if self.left < 0:
             raise TooLargeToCheck
-        return contains_card_number(text, strict=True)
+        self.checks.left += len(text) // CHARS_PER_EXTRA_CHECK
+        return contains_card_number(text, strict=True, budget=self.checks)
 
 
 # Set by the WSGI fast path (fintech_portal.webhook_wsgi) when it has already searched the body
 # and hands the request to Django to be refused: the guard does not search the body again. A
 # client cannot set it (WSGI servers put request headers under ``HTTP_`` keys).
 BODY_RESULT_ENVIRON_KEY = "fintech_portal.card_guard.body"
+TOO_MANY_TO_CHECK = "too-many-to-check"  # that key's value when the search ran out of checks
 
 
 def _find_in_fields(fields: Any, scan: _Scanner) -> tuple[str, str] | None:
@@ -123,8 +140,10 @@ def find_card_in_body(
 def find_card_in_request(request: HttpRequest) -> tuple[str, str] | None:
     """``(where, name)`` of the first card number in the request, e.g. ``("form", "notes")``.
 
-    Raises :class:`TooLargeToCheck` when the request holds more than the guard checks, and
-    Django's ``RequestDataTooBig`` when the body is over ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+    Raises :class:`TooLargeToCheck` when the request holds more than the guard checks,
+    :class:`security.pan.TooManyToCheck` when it holds more possible card numbers than it may
+    ask the guard to check, and Django's ``RequestDataTooBig`` when the body is over
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
     """
     scan = _Scanner()
     if scan(unquote_plus(request.path)):
@@ -138,6 +157,8 @@ def find_card_in_request(request: HttpRequest) -> tuple[str, str] | None:
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
     already = request.META.get(BODY_RESULT_ENVIRON_KEY)
+    if already == TOO_MANY_TO_CHECK:
+        raise TooManyToCheck
     if already is not None:
         return cast("tuple[str, str]", already)
     content_type = (request.content_type or "").lower()
@@ -174,6 +195,8 @@ class CardNumberGuardMiddleware:
             except (RequestDataTooBig, TooLargeToCheck):
                 # Never let through what was not checked.
                 return HttpResponse(TOO_LARGE, status=413, content_type="text/plain; charset=utf-8")
+            except TooManyToCheck:
+                return HttpResponse(TOO_MANY, status=400, content_type="text/plain; charset=utf-8")
             except (SuspiciousOperation, UnreadablePostError):
                 # Too many fields, a broken upload: a view reading the raw body could still get it.
                 return HttpResponse(UNCHECKED, status=400, content_type="text/plain; charset=utf-8")

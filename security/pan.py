@@ -24,6 +24,15 @@ request bodies), and does Python work only where a card could start:
   with single separators span 37), and each of its at most 7 windows (3 in
   strict mode) gets one Luhn check: a constant amount of work per start.
 
+That work per start is Python work, about a thousand times the cost of a
+character the regular expressions cross, so a body crafted to be all starts
+(``234 234 234 ...``) would still cost hundreds of times a body of letters. A
+caller that searches untrusted input (the request guard) passes a
+:class:`CheckBudget`: each Python-level check (a window start, or a lone 13-19
+digit string) spends one unit, and :class:`TooManyToCheck` is raised when it
+runs out. Ordinary text has a handful of such places per page; the guard grants
+a few dozen plus one per few kilobytes, and refuses the rest.
+
 :class:`ScanStats` counts that work, so tests can bound it without timing.
 """
 
@@ -53,6 +62,22 @@ _START_LOOSE = re.compile(r"[2-6](?<![0-9][2-6])")
 _SEPARATORS = str.maketrans("", "", " -")
 _DASH_TO_SPACE = str.maketrans("-", " ")
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+
+
+class TooManyToCheck(Exception):
+    """The text holds more possible card numbers than the caller's :class:`CheckBudget` allows."""
+
+
+@dataclass
+class CheckBudget:
+    """Python-level checks a search may still make (see the module docstring)."""
+
+    left: int
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise TooManyToCheck
 
 
 @dataclass
@@ -137,11 +162,15 @@ def _card_at(stretch: str, start: int, strict: bool, stats: ScanStats | None) ->
     return None
 
 
-def _cards_in_stretch(stretch: str, strict: bool, stats: ScanStats | None) -> Iterator[tuple[int, int]]:
+def _cards_in_stretch(
+    stretch: str, strict: bool, stats: ScanStats | None, budget: CheckBudget | None
+) -> Iterator[tuple[int, int]]:
     """Spans (within ``stretch``) of non-overlapping card numbers made of whole digit groups."""
     if " " not in stretch and "-" not in stretch:
         # One group: a card only if it is one whole (longer unseparated strings are skipped).
         if MIN_DIGITS <= len(stretch) <= MAX_DIGITS and stretch[0] in "23456":
+            if budget is not None:
+                budget.spend()
             if stats is not None:
                 stats.luhn += 1
             if _luhn_sum_ok(stretch.encode("ascii"), len(stretch)):
@@ -155,18 +184,23 @@ def _cards_in_stretch(stretch: str, strict: bool, stats: ScanStats | None) -> It
     for match in (_START_STRICT if strict else _START_LOOSE).finditer(stretch):
         if match.start() < resume:
             continue  # inside a card already found
+        if budget is not None:
+            budget.spend()
         end = _card_at(stretch, match.start(), strict, stats)
         if end is not None:
             resume = end
             yield match.start(), end
 
 
-def iter_card_numbers(text: str, *, strict: bool = False) -> Iterator[tuple[int, int]]:
+def iter_card_numbers(
+    text: str, *, strict: bool = False, budget: CheckBudget | None = None
+) -> Iterator[tuple[int, int]]:
     """Spans of card numbers in ``text``, from left to right (lazily: stop early to stop the scan).
 
     ``strict`` (the request guard) ignores numbers glued to letters (inside a
     CSRF token, hash or public id) and digit groups shorter than 3 (dates), to
     avoid false positives. Log redaction leaves it off and redacts more.
+    ``budget`` bounds the Python-level checks (:class:`TooManyToCheck` when spent).
     """
     stats = _COUNTING.get()
     if stats is not None:
@@ -190,7 +224,7 @@ def iter_card_numbers(text: str, *, strict: bool = False) -> Iterator[tuple[int,
             stretch = stretch[:last].rstrip(" -")
         if len(stretch) < MIN_DIGITS:
             continue
-        for s, e in _cards_in_stretch(stretch, strict, stats):
+        for s, e in _cards_in_stretch(stretch, strict, stats, budget):
             yield lo + s, lo + e
 
 
@@ -199,5 +233,5 @@ def find_card_numbers(text: str, *, strict: bool = False) -> list[tuple[int, int
     return list(iter_card_numbers(text, strict=strict))
 
 
-def contains_card_number(text: str, *, strict: bool = False) -> bool:
-    return next(iter_card_numbers(text, strict=strict), None) is not None
+def contains_card_number(text: str, *, strict: bool = False, budget: CheckBudget | None = None) -> bool:
+    return next(iter_card_numbers(text, strict=strict, budget=budget), None) is not None

@@ -22,9 +22,15 @@ from django.views.decorators.csrf import csrf_exempt
 
 from fintech_portal.webhook_wsgi import webhook_fast_path
 from security.body_limits import body_limit
-from security.card_guard import TOO_LARGE
+from security.card_guard import (
+    CHARS_PER_EXTRA_CHECK,
+    CHECKS_PER_REQUEST,
+    TOO_LARGE,
+    TOO_MANY,
+    find_card_in_body,
+)
 from security.models import AuditEvent
-from security.pan import contains_card_number, counting, find_card_numbers
+from security.pan import TooManyToCheck, contains_card_number, counting, find_card_numbers
 
 pytestmark = pytest.mark.django_db
 SIZE = 60_000  # under the default body limit, so requests reach the guard
@@ -73,6 +79,53 @@ def test_the_worst_digit_groups_cost_a_constant_amount_per_group() -> None:
     assert once.starts <= groups and once.luhn <= 3 * once.starts
     assert once.chars <= 12 * SIZE
     assert four_times.chars <= 4 * once.chars + 1000  # linear: no window is looked at twice
+
+
+# Bodies in which every group, or every lone number, could be a card: each asks for Python work.
+CRAFTED_BODIES = {
+    "all starts": _repeat("234 "),
+    "all invalid cards": _repeat("4242 4242 4242 4241 "),
+    "lone 13-digit numbers": _repeat("2345678901234,"),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED_BODIES)
+def test_the_guard_stops_a_body_crafted_to_be_all_possible_cards_after_a_bounded_number_of_checks(
+    name,
+) -> None:
+    text = CRAFTED_BODIES[name]
+    letters, _ = _search_cost(_repeat("abcdefghij"))
+    with counting() as stats, pytest.raises(TooManyToCheck):
+        find_card_in_body(text.encode(), "text/plain")
+    allowed = CHECKS_PER_REQUEST + len(text) // CHARS_PER_EXTRA_CHECK
+    assert stats.starts + stats.luhn <= 4 * (allowed + 1)  # at most 3 Luhn checks per start
+    assert stats.chars <= 3 * letters
+
+
+def test_ordinary_numbers_stay_well_inside_the_guards_check_budget() -> None:
+    # A page of amounts, phone numbers, dates and one card: the card is found, nothing runs out.
+    page = (
+        _repeat("paid 1 234,56 EUR on 2026-12-04 call +44 20 7946 0958 order 2345 6789 ")
+        + " 4242 4242 4242 4242"
+    )
+    assert find_card_in_body(page.encode(), "text/plain") == ("body", "")
+
+
+def test_a_request_crafted_to_be_all_possible_cards_is_refused_with_a_clear_message(client) -> None:
+    body = CRAFTED_BODIES["all starts"]
+    response = client.post("/accounts/login/", data=body, content_type="text/plain")
+    assert response.status_code == 400 and response.content.decode() == TOO_MANY
+
+
+def test_the_webhook_fast_path_refuses_a_crafted_body_after_one_bounded_search(settings) -> None:
+    settings.SECURE_SSL_REDIRECT = False
+    app = webhook_fast_path(WSGIHandler())
+    body = json.dumps({"note": CRAFTED_BODIES["all starts"]}).encode()
+    with counting() as stats:
+        status, answer = _call(app, _environ("/webhooks/stripe/", body, len(body), "application/json"))
+    assert status == 400 and answer.decode() == TOO_MANY
+    # One bounded search: Django's guard, which answers, does not search the body again.
+    assert stats.starts <= CHECKS_PER_REQUEST + len(body) // CHARS_PER_EXTRA_CHECK + 1
 
 
 def test_an_unseparated_digit_string_over_19_digits_is_skipped_whole() -> None:
