@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
-from tests.platform.helpers import ROOT
+from tests.platform.helpers import ROOT, clean_env
 
 
 def test_compose_runs_postgres_redis_web_worker_and_beat():
@@ -19,6 +22,23 @@ def test_compose_runs_postgres_redis_web_worker_and_beat():
     env = services["web"]["environment"]
     assert env["DEBUG"] == "0" and env["SECRET_KEY_FILE"].startswith("/run/secrets/")
     assert "SECRET_KEY" not in env  # secrets come from files, never inline
+
+
+def test_the_dockerfiles_collectstatic_step_runs_with_debug_off():
+    """The image's build step, run here as written (dry run): production settings must load."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    step = next(run for run in re.split(r"\n(?=[A-Z]+ )", dockerfile) if "collectstatic" in run)
+    command = step.removeprefix("RUN ").replace("\\\n", " ").split(" && mkdir")[0]
+    command = command.replace(
+        "python manage.py collectstatic --noinput", "python manage.py collectstatic --noinput --dry-run"
+    )
+    assert "DEBUG=0" in command
+    env = clean_env(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin")  # the python of this run
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "static files copied" in result.stdout
 
 
 def test_dockerfile_runs_as_a_non_root_user():

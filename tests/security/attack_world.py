@@ -31,11 +31,10 @@ from django.db.models import Q
 from django.test import Client
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services as account_services
 from accounts.api_keys import api_key_create
-from accounts.models import ApiKey, Invitation, Membership, Merchant, Role, User
+from accounts.models import ApiKey, EncryptedTOTPDevice, Invitation, Membership, Merchant, Role, User
 from payments import exports, services
 from payments.merchant_webhooks import webhook_endpoint_create
 from payments.models import (
@@ -280,8 +279,8 @@ def _victim_row(world: World, model: type[models.Model]) -> models.Model | None:
         return world.victim.merchant
     if issubclass(model, User):
         return world.victim.owner
-    if model is TOTPDevice:
-        return TOTPDevice.objects.filter(user=world.victim.owner).first()
+    if model is EncryptedTOTPDevice:
+        return EncryptedTOTPDevice.objects.filter(user=world.victim.owner).first()
     if any(f.name == "merchant" for f in model._meta.get_fields()):
         return model._default_manager.filter(merchant=world.victim.merchant).first()
     return model._default_manager.first()

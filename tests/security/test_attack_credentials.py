@@ -25,10 +25,9 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.api_keys import LOOKUP_LENGTH, api_key_create, api_key_revoke
-from accounts.models import ApiKey, Merchant, Role, User
+from accounts.models import ApiKey, EncryptedTOTPDevice, Merchant, Role, User
 from accounts.otp import OTP_VERIFIED_AT
 from payments.models import CheckoutSession, Payment, PaymentSettings
 from tests.payments.dashboard_helpers import make_payment
@@ -136,7 +135,7 @@ def _forged_session(user: User, *, data_key: str | None, hash_key: str | None) -
         with override_settings(SECRET_KEY=hash_key):
             return user.get_session_auth_hash()
 
-    device = TOTPDevice.objects.get(user=user)
+    device = EncryptedTOTPDevice.objects.get(user=user)
     values = {
         SESSION_KEY: str(user.pk),
         BACKEND_SESSION_KEY: BACKEND,

@@ -96,9 +96,9 @@ def _attacker_for(world: World, view_name: str) -> tuple[Client, dict[str, str]]
     if view_name in settings.PARTIAL_AUTH_URL_NAMES:
         client = _csrf_client()
         client.force_login(world.victim.owner, backend="allauth.account.auth_backends.AuthenticationBackend")
-        from django_otp.plugins.otp_totp.models import TOTPDevice
+        from accounts.models import EncryptedTOTPDevice
 
-        device = TOTPDevice.objects.get(user=world.victim.owner)
+        device = EncryptedTOTPDevice.objects.get(user=world.victim.owner)
         return client, {"code": totp_code(device, time.time() + 30)}
     if is_admin(view_name) or view_name in STAFF_PAGES:
         admin = world.extra.get("admin") or make_user(

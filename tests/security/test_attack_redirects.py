@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.models import EncryptedTOTPDevice
 from tests.conftest import PASSWORD, Tenant, login_verified, totp_code
 from tests.security.attack_world import OFF_SITE_TARGETS, stays_on_site
 
@@ -60,7 +60,7 @@ def _land(client: Client, response, hops: int = 6):  # noqa: ANN001, ANN202 - te
 
 
 def _code(user) -> str:  # noqa: ANN001
-    device = TOTPDevice.objects.get(user=user)
+    device = EncryptedTOTPDevice.objects.get(user=user)
     return totp_code(device, time.time() + 30)  # the next step's code, never one already used
 
 
@@ -124,7 +124,7 @@ def test_enrolment_stays_on_site(password_only_client, db, target: str) -> None:
     client = password_only_client(user)
     page = client.get(reverse("two_factor_enrol"), {"next": target})
     assert page.status_code == 200
-    device = TOTPDevice.objects.get(user=user, confirmed=False)
+    device = EncryptedTOTPDevice.objects.get(user=user, confirmed=False)
     response = client.post(
         f"{reverse('two_factor_enrol')}?next={target}", {"code": totp_code(device), "next": target}
     )
