@@ -6,33 +6,41 @@ every URL with ids is filled with the victim's row (``attack_world.OBJECT_URLS``
 admin's model registry, or is listed in ``attack_world.NOT_BUILT`` with the reason. A new URL with
 ids that is none of these fails ``test_every_object_url_is_built_or_listed``.
 
-Lower roles are generated from the one role table, ``accounts.merchant_roles.ROLE_TABLE``: ``ACTIONS``
-below only says which action each state-changing URL performs; who may do it is
-``merchant_roles.roles_allowed(action)``, and every other role is attacked (``test_lower_roles_cannot_act``)
-with a session whose second-factor code is fresh, so a refusal is the role's and not the step-up's
-(the refusal must name a role, and must not send the attacker to the code page). A merchant URL that
-takes a POST (found through its view guard) without an action fails
-``test_every_state_changing_merchant_url_has_a_role_table_action``; a restricted action of the table
-that no URL attacks fails ``test_every_restricted_action_is_attacked``; an API URL whose declared
-``api_actions`` disagrees with ``ACTIONS`` fails ``test_the_api_declares_the_actions_attacked_here``.
+Lower roles are generated from the one role table, ``accounts.merchant_roles.ROLE_TABLE``:
+``ACTIONS`` below only says which action each state-changing URL (or API endpoint, or the download
+of a full-email export) performs; who may do it is ``merchant_roles.roles_allowed(action)``, and every
+other role is attacked (``test_lower_roles_cannot_act``) with a session whose second-factor code is
+fresh, so a refusal is the role's and not the step-up's (the refusal must name a role, must not send
+the attacker to the code page, and nothing may change). Because the attacks read the table, a widened
+row would quietly widen them too: ``NEVER`` is the floor the security review set (analysts and
+developers never refund, review, see full emails in an export or invite; only owners change the team;
+analysts never manage links, keys, webhooks or fraud rules). Those pairs are attacked whatever the
+table says, and ``test_the_role_table_keeps_the_reviews_floor`` names a row that crosses it.
+
+Nothing is skipped silently: a merchant URL (found through its view guard) that takes a POST without
+an action fails ``test_every_state_changing_merchant_url_has_a_role_table_action``; a restricted action
+no URL attacks fails ``test_every_restricted_action_is_attacked``; an API view whose ``api_actions``
+disagree with ``ACTIONS`` fails ``test_the_api_declares_the_actions_attacked_here``.
 
 API keys (``test_a_key_does_no_more_than_its_creators_current_role``): for every role, every scope of
-``SCOPE_ACTIONS`` and every way a key outlives its creator's power (made as an owner then lowered by the
-owner, or behind the services' back; made by the member in their role through the dashboard; the
-member removed), every API endpoint the key may not use under ``merchant_roles.key_actions(scope,
-current role)`` is refused (403, or 401 for a revoked key or a removed creator) and changes nothing;
-what the table still allows goes through (so the refusals are the table's, not a dead key's). A key the
-role may not mint is refused at the dashboard (``test_a_member_cannot_mint_a_key_beyond_their_role``).
+``SCOPE_ACTIONS`` and every way a key outlives its creator's power (made as an owner, then lowered by
+the owner or behind the services' back; made by the member in their role through the dashboard; the
+member removed), every API request beyond what the key may do is refused (403, or 401 for a revoked
+key or a removed creator) and changes nothing. What the key may do is computed here from the table
+(its scope's actions that the creator's current role may do, within ``NEVER``), not by
+``key_actions``; what it may do goes through, so the refusals are the table's and not a dead key's
+(unless lowering revoked the key, which is stricter). Minting a key beyond the role is refused at the
+dashboard (``test_a_member_cannot_mint_a_key_beyond_their_role``).
 
 Not asserted here, and why:
 
-* Roles that *may* act are only checked for the owner (``test_the_attack_bodies_act_for_the_owner``,
+* Roles that *may* act are only exercised as the owner (``test_the_attack_bodies_act_for_the_owner``,
   the control); each allowed role against each action is ``tests/accounts/test_role_table.py``'s job.
-* Reads: every role may see every page of its own team in today's table (``payments.view``,
-  ``disputes.view``, ``team.view``, ``payments.export``); the one restricted read, downloading an
-  export with full emails, is attacked as ``payment_export_download``.
-* Which URLs need a fresh second-factor code is asserted in ``test_role_table`` and the two-factor
-  tests; here the code is always fresh, so that requirement cannot mask a role hole.
+* What a lower role may *see* of its own team (pages, GETs): not a change, and the table's reads are
+  every role's except the full-email download, which is attacked here. GETs changing nothing is the
+  CSRF suite's ``test_get_changes_nothing``.
+* Which URLs need a fresh second-factor code: ``test_role_table`` and the two-factor tests. Here the
+  code is always fresh, so that requirement cannot hide a role hole.
 """
 
 from __future__ import annotations
