@@ -2,7 +2,8 @@
 
 ``build_world`` gives the victim merchant (``tests.conftest.make_tenant``: an owner and an analyst
 teammate) one row of every kind a merchant URL can name: a paid payment with a refund, an open
-payment link, an export, a fraud rule, a webhook endpoint with a delivery, a pending invitation, an
+payment link, a finished export holding customers' full emails (the owner's), a fraud rule, a
+webhook endpoint with a delivery, a pending invitation, an
 API key, plus a staff key rotation. The outsider is another merchant with its own owner.
 
 ``snapshot`` reads every row the victim owns (every model with a ``merchant`` foreign key, rows
@@ -111,6 +112,8 @@ def build_world() -> World:
     export = exports.payment_export_create(
         actor=victim.owner, merchant=victim.merchant, role=Role.OWNER, raw_filters={}
     )
+    exports.payment_export_run(export_pk=export.pk)  # ready to download: full emails, the owner's
+    export.refresh_from_db()
     rule = add_rule(victim, "max_amount", "block", label="Big tickets", amount=90000, currency="EUR")
     invitation = account_services.invitation_create(
         actor=victim.owner, merchant=victim.merchant, email="new.hire@victim.example.com", role=Role.ANALYST
@@ -226,8 +229,19 @@ NOT_BUILT: dict[str, str] = {
     "payments_fraud_rule_create": "the id is a kind of rule, not a row (test_lower_roles_cannot_act)",
 }
 
-# Object URLs that answer a POST like a GET (a page, no action); asserted to change nothing.
-POST_READS = frozenset({"payment_detail", "webhook_endpoint_detail", "webhook_delivery_detail"})
+# Merchant URLs that answer a POST like a GET (a page, no action); asserted to change nothing.
+POST_READS = frozenset(
+    {
+        "payment_detail",
+        "webhook_endpoint_detail",
+        "webhook_delivery_detail",
+        "developers",
+        "payments_disputes",
+        "payments_fraud_rules",
+        "payments_review_queue",
+        "webhook_endpoints",
+    }
+)
 
 # The body that makes each state-changing object URL act, so a refusal is a refusal of the act
 # itself and not of a malformed form (test_the_attack_bodies_act_for_the_owner proves each works).
@@ -322,6 +336,8 @@ SKIPPED_TABLES = {"security.AuditChainHead"}
 # Platform tables that others' lawful work adds rows to (a data key per new encrypted subject):
 # only the rows that were there before are compared.
 GROWS_WITH_OTHERS = {"security.DataKey"}
+# Audit events that record a refusal (the attempt, not a change): the only rows an attack may add.
+RECORDED_REFUSALS = frozenset({"payments.export_download_refused"})
 
 
 def _merchant_path(model: type[models.Model]) -> str | None:
@@ -384,6 +400,10 @@ def changed_tables(before: dict[str, list], after: dict[str, list]) -> list[str]
         old, new = before.get(label, []), after.get(label, [])
         if label in GROWS_WITH_OTHERS:
             if any(row not in new for row in old):
+                changed.append(label)
+        elif label == AuditEvent._meta.label:
+            added = [row for row in new if row not in old]
+            if any(row not in new for row in old) or any(r["action"] not in RECORDED_REFUSALS for r in added):
                 changed.append(label)
         elif old != new:
             changed.append(label)

@@ -1,57 +1,69 @@
 """An outsider merchant, and each lower role on the victim's own team, cannot reach or change the
-victim's rows through any URL.
+victim's rows through any URL; nor can an API key do more than its creator's current role.
 
 Generated from the URL configuration (the walk in ``tests/platform/test_every_page_needs_two_factor``):
 every URL with ids is filled with the victim's row (``attack_world.OBJECT_URLS``), or comes from the
 admin's model registry, or is listed in ``attack_world.NOT_BUILT`` with the reason. A new URL with
 ids that is none of these fails ``test_every_object_url_is_built_or_listed``.
 
-Lower roles (``accounts.models.Role``), per state-changing action, as today's code decides:
+Lower roles are generated from the one role table, ``accounts.merchant_roles.ROLE_TABLE``:
+``ACTIONS`` below only says which action each state-changing URL (or API endpoint, or the download
+of a full-email export) performs; who may do it is ``merchant_roles.roles_allowed(action)``, and every
+other role is attacked (``test_lower_roles_cannot_act``) with a session whose second-factor code is
+fresh, so a refusal is the role's and not the step-up's (the refusal must name a role, must not send
+the attacker to the code page, and nothing may change). Because the attacks read the table, a widened
+row would quietly widen them too: ``NEVER`` is the floor the security review set (analysts and
+developers never refund, review, see full emails in an export or invite; only owners change the team;
+analysts never manage links, keys, webhooks or fraud rules). Those pairs are attacked whatever the
+table says, and ``test_the_role_table_keeps_the_reviews_floor`` names a row that crosses it.
 
-=============================  ======================  ============================================
-action (URL name)              roles that may act      refused today (asserted below)
-=============================  ======================  ============================================
-team_member_role               owner                   admin, analyst, developer
-team_member_remove             owner                   admin, analyst, developer
-invitation_revoke              owner, admin            analyst, developer
-team (POST: invite)            owner, admin            analyst, developer
-api_key_create/rotate/revoke   owner, admin, developer analyst
-payment_refund                 owner, admin            analyst, developer
-payment_review_decide          owner, admin            analyst, developer
-payments_fraud_rule_*          owner, admin            analyst, developer
-webhook_endpoint_* / resend    owner, admin, developer analyst
-api_checkout_sessions (POST)   owner, admin, developer analyst
-api_checkout_session_expire    owner, admin, developer analyst
-api_refunds (POST)             owner, admin            analyst, developer
-payment_link_detail (POST)     every role              (none: see below)
-payment_links (POST: create)   every role              (none: see below)
-payments_export_create         every role              (none: see below)
-=============================  ======================  ============================================
+Nothing is skipped silently: a merchant URL (found through its view guard) that takes a POST without
+an action fails ``test_every_state_changing_merchant_url_has_a_role_table_action``; a restricted action
+no URL attacks fails ``test_every_restricted_action_is_attacked``; an API view whose ``api_actions``
+disagree with ``ACTIONS`` fails ``test_the_api_declares_the_actions_attacked_here``.
 
-Not asserted, because today's code lets the role do it (findings for the role table, item 5/8b):
+API keys (``test_a_key_does_no_more_than_its_creators_current_role``): for every role, every scope of
+``SCOPE_ACTIONS`` and every way a key outlives its creator's power (made as an owner, then lowered by
+the owner or behind the services' back; made by the member in their role through the dashboard; the
+member removed), every API request beyond what the key may do is refused (403, or 401 for a revoked
+key or a removed creator) and changes nothing. What the key may do is computed here from the table
+(its scope's actions that the creator's current role may do, within ``NEVER``), not by
+``key_actions``; what it may do goes through, so the refusals are the table's and not a dead key's
+(unless lowering revoked the key, which is stricter). Minting a key beyond the role is refused at the
+dashboard (``test_a_member_cannot_mint_a_key_beyond_their_role``).
 
-* ``payment_link_detail`` POST (expire a payment link) and ``payment_links`` POST (create one):
-  analysts and developers may, although the API treats an analyst's session as read-only
-  (``api_checkout_sessions`` / ``api_checkout_session_expire`` refuse the same analyst).
-* ``payments_export_create`` (and the export pages): every role, including developers and analysts,
-  may export the payments list with customer emails, and download an export another member made.
-* Refunds through an API key: a developer is refused ``payment_refund`` and ``api_refunds`` from
-  the dashboard session, but may mint a write-scoped key (``api_key_create``) and refund with it
-  (``api_refunds`` lets every write key refund). Keys a removed member minted keep working.
+Not asserted here, and why:
+
+* Roles that *may* act are only exercised as the owner (``test_the_attack_bodies_act_for_the_owner``,
+  the control); each allowed role against each action is ``tests/accounts/test_role_table.py``'s job.
+* What a lower role may *see* of its own team (pages, GETs): not a change, and the table's reads are
+  every role's except the full-email download, which is attacked here. GETs changing nothing is the
+  CSRF suite's ``test_get_changes_nothing``.
+* Which URLs need a fresh second-factor code: ``test_role_table`` and the two-factor tests. Here the
+  code is always fresh, so that requirement cannot hide a role hole.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.test import Client
-from django.urls import reverse
+from django.urls import resolve, reverse
 
-from accounts.models import Role
+from accounts import merchant_roles as mr
+from accounts.api_auth import MerchantApiAccess
+from accounts.api_keys import api_key_create, hash_secret
+from accounts.merchant_roles import ROLE_TABLE, SCOPE_ACTIONS
+from accounts.models import ApiKey, Membership, Role, User
+from accounts.permissions import merchant_member_required
+from accounts.views_developers import FRESH_KEY_SESSION
+from payments import exports
 from payments.merchant_webhooks import webhook_endpoint_create
+from tests.conftest import make_user
 from tests.payments.webhook_helpers import dns  # noqa: F401 - fixture
 from tests.security.attack_world import (
     METHOD_NOT_ALLOWED,
@@ -67,6 +79,7 @@ from tests.security.attack_world import (
     member,
     module_world,
     object_view_names,
+    sample_url,
     snapshot,
     url_for,
     verified,
@@ -74,37 +87,73 @@ from tests.security.attack_world import (
 
 pytestmark = pytest.mark.django_db
 
-ALL_ROLES = frozenset(Role.values)
-OWNER_ADMIN = frozenset({Role.OWNER, Role.ADMIN})
-KEY_MANAGERS = frozenset({Role.OWNER, Role.ADMIN, Role.DEVELOPER})
+ROLES = sorted(Role.values)
 
-# Who may do each state-changing action today (see the module docstring's table).
-ROLE_TABLE: dict[str, frozenset[str]] = {
-    "team_member_role": frozenset({Role.OWNER}),
-    "team_member_remove": frozenset({Role.OWNER}),
-    "invitation_revoke": OWNER_ADMIN,
-    "team": OWNER_ADMIN,
-    "api_key_create": KEY_MANAGERS,
-    "api_key_rotate": KEY_MANAGERS,
-    "api_key_revoke": KEY_MANAGERS,
-    "payment_refund": OWNER_ADMIN,
-    "payment_review_decide": OWNER_ADMIN,
-    "payments_fraud_rule_create": OWNER_ADMIN,
-    "payments_fraud_rule_edit": OWNER_ADMIN,
-    "payments_fraud_rule_toggle": OWNER_ADMIN,
-    "payments_fraud_rule_delete": OWNER_ADMIN,
-    "webhook_endpoint_create": KEY_MANAGERS,
-    "webhook_endpoint_status": KEY_MANAGERS,
-    "webhook_endpoint_delete": KEY_MANAGERS,
-    "webhook_delivery_resend": KEY_MANAGERS,
-    "api_checkout_sessions": KEY_MANAGERS,
-    "api_checkout_session_expire": KEY_MANAGERS,
-    "api_refunds": OWNER_ADMIN,
-    # Every role today; see "Not asserted" in the module docstring.
-    "payment_link_detail": ALL_ROLES,
-    "payment_links": ALL_ROLES,
-    "payments_export_create": ALL_ROLES,
+# Each state-changing request of a merchant -> the role-table action it performs. Who may do it is
+# the table's (``roles_allowed``); nothing here lists roles. A key is a URL name, or a URL name and
+# the variant in brackets (``ATTACK_VARIANTS``) when one URL performs two actions.
+ACTIONS: dict[str, str] = {
+    "team": mr.TEAM_INVITE,
+    "team [invite an owner]": mr.TEAM_INVITE_OWNER,
+    "team_member_role": mr.TEAM_MANAGE,
+    "team_member_remove": mr.TEAM_MANAGE,
+    "invitation_revoke": mr.TEAM_INVITE,
+    "api_key_create": mr.API_KEYS_MANAGE,
+    "api_key_rotate": mr.API_KEYS_MANAGE,
+    "api_key_revoke": mr.API_KEYS_MANAGE,
+    "payment_refund": mr.PAYMENTS_REFUND,
+    "payment_review_decide": mr.PAYMENTS_REVIEW,
+    "payments_fraud_rule_create": mr.FRAUD_RULES_MANAGE,
+    "payments_fraud_rule_edit": mr.FRAUD_RULES_MANAGE,
+    "payments_fraud_rule_toggle": mr.FRAUD_RULES_MANAGE,
+    "payments_fraud_rule_delete": mr.FRAUD_RULES_MANAGE,
+    "webhook_endpoint_create": mr.WEBHOOKS_MANAGE,
+    "webhook_endpoint_status": mr.WEBHOOKS_MANAGE,
+    "webhook_endpoint_delete": mr.WEBHOOKS_MANAGE,
+    "webhook_delivery_resend": mr.WEBHOOKS_MANAGE,
+    "payment_links": mr.LINKS_MANAGE,
+    "payment_link_detail": mr.LINKS_MANAGE,
+    "payments_export_create": mr.PAYMENTS_EXPORT,
+    # A GET, but it hands over customers' full emails (the world's export is the owner's, full).
+    "payment_export_download": mr.PAYMENTS_EXPORT_FULL_EMAILS,
+    "api_checkout_sessions": mr.LINKS_MANAGE,
+    "api_checkout_session_expire": mr.LINKS_MANAGE,
+    "api_refunds": mr.PAYMENTS_REFUND,
 }
+
+# The floor the security review set: roles that must never be allowed these actions, whatever the
+# table says. The attacks read the table, so a widened row would widen them too; these pairs are
+# attacked anyway (and test_the_role_table_keeps_the_reviews_floor names the widened row).
+_LOWER = frozenset({Role.ANALYST, Role.DEVELOPER})
+_NOT_OWNERS = frozenset({Role.ADMIN, Role.ANALYST, Role.DEVELOPER})
+NEVER: dict[str, frozenset[str]] = {
+    mr.PAYMENTS_REFUND: _LOWER,
+    mr.PAYMENTS_REVIEW: _LOWER,
+    mr.PAYMENTS_EXPORT_FULL_EMAILS: _LOWER,
+    mr.TEAM_INVITE: _LOWER,
+    mr.TEAM_INVITE_OWNER: _NOT_OWNERS,
+    mr.TEAM_MANAGE: _NOT_OWNERS,
+    mr.FRAUD_RULES_MANAGE: _LOWER,
+    mr.LINKS_MANAGE: frozenset({Role.ANALYST}),
+    mr.API_KEYS_MANAGE: frozenset({Role.ANALYST}),
+    mr.WEBHOOKS_MANAGE: frozenset({Role.ANALYST}),
+}
+
+
+def may(role: str | None, action: str) -> bool:
+    """What the attacks expect a role to be let do: the table's answer, never above the floor."""
+    return mr.role_can(role, action) and role not in NEVER.get(action, frozenset())
+
+
+# Attacks that are one URL's second action: attack name -> (URL name, body).
+ATTACK_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "team [invite an owner]": ("team", {"email": "mole.owner@attacker.example.com", "role": Role.OWNER}),
+}
+# Attacks made with a GET (the rest are POSTs).
+GET_ATTACKS = frozenset({"payment_export_download"})
+
+# Refusals that are not ``merchant_roles.refusal``'s sentence, but still say it is the role.
+OTHER_REFUSALS = ("Only an owner can invite another owner.", exports.FULL_EMAILS_REFUSAL)
 
 # State-changing URLs without ids: their URL kwargs and the body that makes them act.
 FORM_ACTIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -147,21 +196,73 @@ def _post(client: Client, url: str, body: dict[str, Any]):  # noqa: ANN202 - a t
     return client.post(url, body)
 
 
-def _body(world: World, view_name: str) -> dict[str, Any]:
-    if view_name in POST_BODIES:
-        return POST_BODIES[view_name](world)
-    if view_name in FORM_ACTIONS:
-        body = dict(FORM_ACTIONS[view_name][1])
-        if view_name == "api_refunds":
+def _url_name(attack: str) -> str:
+    return ATTACK_VARIANTS[attack][0] if attack in ATTACK_VARIANTS else attack
+
+
+def _body(world: World, attack: str) -> dict[str, Any]:
+    if attack in ATTACK_VARIANTS:
+        return dict(ATTACK_VARIANTS[attack][1])
+    if attack in POST_BODIES:
+        return POST_BODIES[attack](world)
+    if attack in FORM_ACTIONS:
+        body = dict(FORM_ACTIONS[attack][1])
+        if attack == "api_refunds":
             body["payment"] = world.payment.public_id
         return body
     return {}
 
 
-def _url(world: World, view_name: str) -> str:
+def _url(world: World, attack: str) -> str:
+    view_name = _url_name(attack)
     if view_name in FORM_ACTIONS:
         return reverse(view_name, kwargs=FORM_ACTIONS[view_name][0])
     return url_for(world, view_name)
+
+
+def _attack(client: Client, world: World, attack: str):  # noqa: ANN202 - a test response
+    if attack in GET_ATTACKS:
+        return client.get(_url(world, attack))
+    return _post(client, _url(world, attack), _body(world, attack))
+
+
+def _shown_refusal(client: Client, response: Any) -> str:  # noqa: ANN401 - a test response
+    """What the refused person is told: the JSON error, the page, or the page a redirect leads to."""
+    if response.get("Content-Type", "").startswith("application/json"):
+        return str(response.json()["error"]["message"])
+    if response.status_code == 302:
+        location = response["Location"]
+        assert not location.startswith(reverse("two_factor_step_up")), "refused by the step-up, not the role"
+        assert location.startswith("/") and not location.startswith("//"), location
+        response = client.get(location)
+    if getattr(response, "streaming", False):
+        return ""
+    return html.unescape(response.content.decode())
+
+
+def _names_a_role_refusal(text: str, role: str | None) -> bool:
+    sentences = {mr.refusal(role, action) for action in ROLE_TABLE} | set(OTHER_REFUSALS)
+    return any(sentence in text for sentence in sentences)
+
+
+_GUARD_CODE = merchant_member_required()(lambda request: request).__code__
+
+
+def _is_merchant_view(view_name: str) -> bool:
+    """Whether the URL's view is behind the merchant role guard (a dashboard view or the merchant API)."""
+    func: Any = resolve(sample_url(view_name)).func
+    view_class = getattr(func, "cls", None)
+    if view_class is not None:
+        return MerchantApiAccess in getattr(view_class, "permission_classes", [])
+    while func is not None:
+        if getattr(func, "__code__", None) is _GUARD_CODE:
+            return True
+        func = getattr(func, "__wrapped__", None)
+    return False
+
+
+MERCHANT_VIEWS = sorted(n for n in VIEW_NAMES if not is_admin(n) and _is_merchant_view(n))
+API_VIEWS = [n for n in MERCHANT_VIEWS if getattr(resolve(sample_url(n)).func, "cls", None) is not None]
 
 
 # --- Nothing is skipped silently --------------------------------------------------------------------
@@ -172,13 +273,54 @@ def test_every_object_url_is_built_or_listed() -> None:
         n for n in object_view_names() if n not in OBJECT_URLS and n not in NOT_BUILT and not is_admin(n)
     ]
     assert not unlisted, f"URLs with ids the attack suite neither builds nor lists: {unlisted}"
-    stale = sorted((set(OBJECT_URLS) | set(NOT_BUILT) | set(ROLE_TABLE)) - set(VIEW_NAMES))
+    attacked = {_url_name(a) for a in ACTIONS}
+    stale = sorted((set(OBJECT_URLS) | set(NOT_BUILT) | attacked) - set(VIEW_NAMES))
     assert not stale, f"attack tables name URLs that no longer exist: {stale}"
 
 
 def test_every_state_changing_url_has_a_role_rule() -> None:
-    missing = sorted((set(POST_BODIES) | set(FORM_ACTIONS)) - set(ROLE_TABLE))
-    assert not missing, f"state-changing URLs without a role rule: {missing}"
+    missing = sorted((set(POST_BODIES) | set(FORM_ACTIONS)) - set(ACTIONS))
+    assert not missing, f"state-changing URLs without a role-table action: {missing}"
+    unknown = sorted(a for a in ACTIONS.values() if a not in mr.ACTIONS)
+    assert not unknown, f"actions the role table does not know: {unknown}"
+
+
+def test_every_state_changing_merchant_url_has_a_role_table_action(world: World) -> None:
+    """Every URL behind the merchant guard that a POST does not bounce (405, or the API's 403 for a
+    method its view declares no action for) is an action in ACTIONS, or a page that reads a POST like
+    a GET (POST_READS) and then changes nothing."""
+    assert len(MERCHANT_VIEWS) > 30 and "api_refunds" in MERCHANT_VIEWS and "team" in MERCHANT_VIEWS
+    owner = verified(world.victim.owner)
+    attacked = {_url_name(a) for a in ACTIONS}
+    unmapped = []
+    for view_name in MERCHANT_VIEWS:
+        if view_name in attacked:
+            continue
+        before = snapshot(world)
+        response = _post(owner, url_for(world, view_name), {})
+        if view_name in API_VIEWS and response.status_code == 403:
+            # The API refuses a method its view declares no action for (fail closed).
+            assert response.json()["error"]["message"] == "This endpoint does not accept that method."
+        elif response.status_code != METHOD_NOT_ALLOWED:
+            assert changed_tables(before, snapshot(world)) == [], view_name
+            if view_name not in POST_READS:
+                unmapped.append(view_name)
+    assert not unmapped, f"merchant URLs that take a POST but have no role-table action: {unmapped}"
+
+
+def test_every_restricted_action_is_attacked() -> None:
+    """Each action of the role table that some role may not do is attacked through some URL."""
+    restricted = {a for a, row in ROLE_TABLE.items() if row.roles != mr.EVERYONE}
+    missing = sorted(restricted - set(ACTIONS.values()))
+    assert not missing, f"restricted actions no attack covers: {missing}"
+
+
+def test_the_api_declares_the_actions_attacked_here() -> None:
+    """The API's own ``api_actions`` (what ``MerchantApiAccess`` checks) agree with ACTIONS."""
+    for view_name in API_VIEWS:
+        declared = getattr(resolve(sample_url(view_name)).func.cls, "api_actions", {})
+        assert declared.get("POST") == ACTIONS.get(view_name), view_name
+        assert set(declared) <= {"POST"}, (view_name, declared)
 
 
 def test_every_object_url_that_takes_a_post_has_an_attack_body(world: World) -> None:
@@ -198,15 +340,15 @@ def test_every_object_url_that_takes_a_post_has_an_attack_body(world: World) -> 
     assert not missing, f"object URLs that take a POST but have no attack body: {missing}"
 
 
-@pytest.mark.parametrize("view_name", sorted(set(POST_BODIES) | set(FORM_ACTIONS)))
-def test_the_attack_bodies_act_for_the_owner(world: World, view_name: str) -> None:
+@pytest.mark.parametrize("attack", sorted(ACTIONS))
+def test_the_attack_bodies_act_for_the_owner(world: World, attack: str) -> None:
     """The control: the same request from the victim's owner does change something, so a refusal
     below is a refusal of the act and not of a malformed request."""
     owner = verified(world.victim.owner)
     before = snapshot(world)
-    response = _post(owner, _url(world, view_name), _body(world, view_name))
-    assert response.status_code < 400, (view_name, response.status_code, response.content[:300])
-    assert changed_tables(before, snapshot(world)), f"{view_name}: the owner's request changed nothing"
+    response = _attack(owner, world, attack)
+    assert response.status_code < 400, (attack, response.status_code, response.content[:300])
+    assert changed_tables(before, snapshot(world)), f"{attack}: the owner's request changed nothing"
 
 
 # --- An outsider merchant ------------------------------------------------------------------------------
@@ -336,22 +478,134 @@ def test_outsider_cannot_switch_into_the_victims_merchant(world: World) -> None:
 # --- Lower roles on the victim's own team ----------------------------------------------------------------
 
 LOWER_ROLE_CASES = [
-    (view_name, role)
-    for view_name, allowed in sorted(ROLE_TABLE.items())
-    for role in Role.values
-    if role not in allowed
+    (attack, role) for attack, action in sorted(ACTIONS.items()) for role in ROLES if not may(role, action)
 ]
 
 
-@pytest.mark.parametrize(("view_name", "role"), LOWER_ROLE_CASES)
-def test_lower_roles_cannot_act(world: World, view_name: str, role: str) -> None:
-    client = verified(member(world, role))
-    url = _url(world, view_name)
+def test_the_role_table_keeps_the_reviews_floor() -> None:
+    widened = sorted((a, r) for a, roles in NEVER.items() for r in roles if mr.role_can(r, a))
+    assert not widened, f"the role table lets these roles do what the review closed: {widened}"
+
+
+@pytest.mark.parametrize(("attack", "role"), LOWER_ROLE_CASES)
+def test_lower_roles_cannot_act(world: World, attack: str, role: str) -> None:
+    client = verified(member(world, role))  # a code entered just now: only the role can refuse
     before = snapshot(world)
-    response = _post(client, url, _body(world, view_name))
-    if view_name == "team":
-        # Today the team page answers a refused invitation with a redirect and a message.
-        assert response.status_code in REFUSED | {302}, (role, response.status_code)
+    response = _attack(client, world, attack)
+    assert response.status_code in {302, 400, 403}, (attack, role, response.status_code)
+    assert changed_tables(before, snapshot(world)) == [], (attack, role)
+    assert _names_a_role_refusal(_shown_refusal(client, response), role), (attack, role)
+
+
+# --- API keys that outlive their creator's power ------------------------------------------------------
+
+# Every request the merchant API takes: (URL name, method, the action the table checks). Reads are
+# ``payments.view`` (``accounts.api_auth.required_action``); writes are ACTIONS' (which
+# test_the_api_declares_the_actions_attacked_here keeps equal to the views' ``api_actions``).
+API_REQUESTS = [
+    (name, "get", mr.PAYMENTS_VIEW)
+    for name in API_VIEWS
+    if hasattr(resolve(sample_url(name)).func.cls, "get")
+] + [(name, "post", ACTIONS[name]) for name in API_VIEWS if name in ACTIONS]
+
+LOWERED = "made as an owner, lowered by the owner"
+LOWERED_BEHIND = "made as an owner, lowered behind the services' back"
+MADE_IN_ROLE = "made by the member in their role (dashboard)"
+REMOVED = "made as an owner, member removed by the owner"
+
+KEY_CASES = [
+    *[
+        (how, role, scope)
+        for how in (LOWERED, LOWERED_BEHIND)
+        for role in ROLES
+        if role != Role.OWNER
+        for scope in sorted(SCOPE_ACTIONS)
+    ],
+    *[
+        (MADE_IN_ROLE, role, scope)
+        for role in ROLES
+        for scope in sorted(SCOPE_ACTIONS)
+        if scope in mr.scopes_for(role) and mr.role_can(role, mr.API_KEYS_MANAGE)
+    ],
+    *[(REMOVED, "", scope) for scope in sorted(SCOPE_ACTIONS)],
+]
+
+
+def _key_maker(world: World, role: str) -> tuple[User, Membership]:
+    user = make_user(f"key.maker.{role or 'gone'}@victim.example.com")
+    membership = Membership.objects.create(user=user, merchant=world.victim.merchant, role=role or Role.OWNER)
+    return user, membership
+
+
+def _key_in_power(world: World, how: str, role: str, scope: str) -> str:
+    """A key of ``scope`` whose creator is now ``role`` (or gone), made the way ``how`` says."""
+    if how == MADE_IN_ROLE:
+        user, _ = _key_maker(world, role)
+        client = verified(user)
+        body = {"name": "mine", "scope": scope, "mode": ApiKey.Mode.TEST, "lifetime_days": "90"}
+        assert client.post(reverse("api_key_create"), body).status_code == 302, (role, scope)
+        return str(client.session[FRESH_KEY_SESSION]["secret"])
+    user, membership = _key_maker(world, Role.OWNER)
+    secret = api_key_create(actor=user, merchant=world.victim.merchant, name="ops", scope=scope).secret
+    owner = verified(world.victim.owner)
+    if how == LOWERED:
+        owner.post(reverse("team_member_role", kwargs={"membership_id": membership.pk}), {"role": role})
+        assert Membership.objects.get(pk=membership.pk).role == role
+    elif how == LOWERED_BEHIND:
+        Membership.objects.filter(pk=membership.pk).update(role=role)
     else:
-        assert response.status_code in REFUSED, (view_name, role, response.status_code)
-    assert changed_tables(before, snapshot(world)) == [], (view_name, role)
+        owner.post(reverse("team_member_remove", kwargs={"membership_id": membership.pk}))
+        assert not Membership.objects.filter(pk=membership.pk).exists()
+    return secret
+
+
+def _api_call(world: World, secret: str, name: str, method: str):  # noqa: ANN202 - a test response
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    url = _url(world, name)
+    return client.get(url) if method == "get" else _post(client, url, _body(world, name))
+
+
+@pytest.mark.parametrize(("how", "role", "scope"), KEY_CASES)
+def test_a_key_does_no_more_than_its_creators_current_role(world: World, how: str, role: str, scope: str):
+    secret = _key_in_power(world, how, role, scope)
+    # No more than the key's scope and what the table lets the creator's current role do (computed
+    # here from the table, not by ``key_actions``, so a key that ignores its creator's role fails).
+    allowed = frozenset(a for a in SCOPE_ACTIONS[scope] if may(role or None, a))
+    if ApiKey.objects.filter(secret_hash=hash_secret(secret), revoked_at__isnull=False).exists():
+        allowed = frozenset()  # lowering to a role that may not hold keys revokes them: even stricter
+    refused = [(n, m, a) for n, m, a in API_REQUESTS if a not in allowed]
+    before = snapshot(world)
+    for name, method, _action in refused:
+        response = _api_call(world, secret, name, method)
+        assert response.status_code in {401, 403}, (name, method, response.status_code)
+    assert changed_tables(before, snapshot(world)) == [], (how, role, scope)
+    # What the table still lets the key do goes through: the refusals above were the table's.
+    for name, method, action in API_REQUESTS:
+        if action in allowed:
+            response = _api_call(world, secret, name, method)
+            assert response.status_code < 400, (name, method, response.status_code, response.content[:200])
+
+
+def test_the_key_attacks_include_a_developer_refunding_with_a_write_key_they_minted() -> None:
+    assert (MADE_IN_ROLE, Role.DEVELOPER, ApiKey.Scope.WRITE) in KEY_CASES
+    assert ("api_refunds", "post", mr.PAYMENTS_REFUND) in API_REQUESTS
+    assert not may(Role.DEVELOPER, mr.PAYMENTS_REFUND)
+
+
+MINT_CASES = [
+    (role, scope)
+    for role in ROLES
+    for scope in sorted(SCOPE_ACTIONS)
+    if scope not in mr.scopes_for(role) or not mr.role_can(role, mr.API_KEYS_MANAGE)
+]
+
+
+@pytest.mark.parametrize(("role", "scope"), MINT_CASES)
+def test_a_member_cannot_mint_a_key_beyond_their_role(world: World, role: str, scope: str) -> None:
+    client = verified(member(world, role))
+    before = snapshot(world)
+    body = {"name": "mole", "scope": scope, "mode": ApiKey.Mode.TEST, "lifetime_days": "90"}
+    response = client.post(reverse("api_key_create"), body)
+    assert response.status_code in {400, 403}, (role, scope, response.status_code)
+    assert FRESH_KEY_SESSION not in client.session
+    assert changed_tables(before, snapshot(world)) == [], (role, scope)
