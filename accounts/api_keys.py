@@ -8,6 +8,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
@@ -159,10 +160,16 @@ def api_key_revoke(*, actor: User, key: ApiKey) -> ApiKey:
         _require_manager(actor, locked.merchant)
         if locked.revoked_at:
             raise ApplicationError("This key is already revoked.")
-        locked.revoked_at = timezone.now()
-        locked.save(update_fields=["revoked_at"])
-        audit.record(actor=actor, action="api_key.revoked", target=locked, merchant=locked.merchant)
+        revoke_locked_key(locked, actor=actor)
     return locked
+
+
+def revoke_locked_key(key: ApiKey, *, actor: User, details: dict[str, Any] | None = None) -> None:
+    """Revoke a key its caller has locked in the current transaction, audited as ``api_key.revoked``
+    (the one place a key's revocation is written: by its manager, or when its creator leaves)."""
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    audit.record(actor=actor, action="api_key.revoked", target=key, merchant=key.merchant, details=details)
 
 
 def api_key_creator_role(key: ApiKey) -> str | None:

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django_otp.models import Device
 
 from accounts import merchant_roles
+from accounts.api_keys import revoke_locked_key
 from accounts.models import (
     BackupCode,
     BackupCodeDevice,
@@ -187,21 +188,10 @@ def _member_keys_follow_role(
     for key in keys.order_by("pk"):
         if key.expires_at is not None and key.expires_at <= now:
             continue
+        details = {"reason": why, "creator": member.public_id, "from_role": old_role, "to_role": new_role}
         if revoke:
-            key.revoked_at = now
-            key.save(update_fields=["revoked_at"])
-            audit.record(
-                actor=actor,
-                action="api_key.revoked",
-                target=key,
-                merchant=merchant,
-                details={
-                    "reason": why,
-                    "creator": member.public_id,
-                    "from_role": old_role,
-                    "to_role": new_role,
-                },
-            )
+            key.merchant = merchant
+            revoke_locked_key(key, actor=actor, details=details)
             continue
         before = merchant_roles.key_actions(key.scope, old_role)
         after = merchant_roles.key_actions(key.scope, new_role)
@@ -211,13 +201,7 @@ def _member_keys_follow_role(
                 action="api_key.limited",
                 target=key,
                 merchant=merchant,
-                details={
-                    "reason": why,
-                    "creator": member.public_id,
-                    "from_role": old_role,
-                    "to_role": new_role,
-                    "lost": sorted(before - after),
-                },
+                details={**details, "lost": sorted(before - after)},
             )
 
 
