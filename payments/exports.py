@@ -275,6 +275,11 @@ def payment_export_fail(*, export_pk: int, reason: str) -> None:
             audit.record(actor=None, action="payments.export_failed", target=export, merchant=export.merchant)
 
 
+def export_downloadable_by(export: PaymentExport, role: str | None) -> bool:
+    """Whether a member with ``role`` may have this export's file (full emails need the role)."""
+    return not export.full_emails or merchant_roles.role_can(role, merchant_roles.PAYMENTS_EXPORT_FULL_EMAILS)
+
+
 def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[bytes]:
     """The export's file for a team member of its merchant, a part at a time; audited.
 
@@ -284,7 +289,7 @@ def payment_export_download(*, actor: User, export: PaymentExport) -> Iterator[b
     made it; a refusal is audited.
     """
     role = member_role(actor, export.merchant_id)
-    if export.full_emails and not merchant_roles.role_can(role, merchant_roles.PAYMENTS_EXPORT_FULL_EMAILS):
+    if not export_downloadable_by(export, role):
         audit.record(
             actor=actor,
             action="payments.export_download_refused",

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.merchant_roles import PAYMENTS_EXPORT, PAYMENTS_EXPORT_FULL_EMAILS, PAYMENTS_VIEW, role_can
+from accounts.merchant_roles import PAYMENTS_EXPORT, PAYMENTS_VIEW
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from payments import exports, selectors
@@ -94,14 +94,6 @@ def exports_list(request: HttpRequest) -> HttpResponse:
     return render(request, "payments/exports.html", {"exports": selectors.payment_exports_for(merchant)[:50]})
 
 
-def _may_download(request: HttpRequest, export: PaymentExport) -> bool:
-    """Whether the viewer's current role may have this export's file (full emails need the role)."""
-    return not export.full_emails or role_can(
-        request.membership.role,  # type: ignore[attr-defined]
-        PAYMENTS_EXPORT_FULL_EMAILS,
-    )
-
-
 @never_cache
 @merchant_member_required(PAYMENTS_EXPORT)
 @require_GET
@@ -115,7 +107,7 @@ def export_detail(request: HttpRequest, public_id: str) -> HttpResponse:
             "progress": exports.payment_export_progress(export),
             "query": urlencode(export.filters),
             "expired": export.is_expired(),
-            "may_download": _may_download(request, export),
+            "may_download": exports.export_downloadable_by(export, request.membership.role),  # type: ignore[attr-defined]
             "refusal": exports.FULL_EMAILS_REFUSAL,
         },
     )
