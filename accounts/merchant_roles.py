@@ -115,6 +115,18 @@ def key_can(scope: str, creator_role: str | None, action: str) -> bool:
     return action in key_actions(scope, creator_role)
 
 
+def key_power_note(scope: str, creator_role: str | None) -> str:
+    """Why a key can do less than its scope says ('' when it can do all of it): its creator's
+    current role (``None``: the creator is no longer on the team, so the key is refused)."""
+    if creator_role is None:
+        return "Refused: its creator is no longer on the team."
+    lost = SCOPE_ACTIONS.get(scope, frozenset()) - key_actions(scope, creator_role)
+    if not lost:
+        return ""
+    doing = ", ".join(ROLE_TABLE[a].doing for a in sorted(lost))
+    return f"Limited to its creator's role ({Role(creator_role).label.lower()}): cannot {doing}."
+
+
 def scopes_for(role: str | None) -> list[str]:
     """The key scopes a member with ``role`` may issue: those granting nothing beyond the role."""
     return [scope for scope in SCOPE_ACTIONS if scope_fits(scope, role)]

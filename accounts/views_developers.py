@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import api_keys, merchant_roles, selectors
 from accounts.merchant_roles import API_KEYS_MANAGE
-from accounts.models import ApiKey, Merchant, Role
+from accounts.models import ApiKey, Merchant
 from accounts.otp import require_recent_otp
 from accounts.permissions import merchant_member_required
 from security.errors import ApplicationError
@@ -46,27 +46,13 @@ def _page(
     """The Developers page: the merchant's keys (newest 200) and the new-key form."""
     keys = list(selectors.api_keys_for(merchant)[:200])
     for key in keys:
-        key.power_note = _power_note(key)  # type: ignore[attr-defined]
+        key.power_note = merchant_roles.key_power_note(key.scope, getattr(key, "creator_role", None))  # type: ignore[attr-defined]
     return render(
         request,
         "accounts/developers.html",
         {"keys": keys, "form": form, "merchant": merchant, **extra},
         status=status,
     )
-
-
-def _power_note(key: ApiKey) -> str:
-    """Why a key can do less than its scope says: its creator's current role (the role table)."""
-    role = getattr(key, "creator_role", None)
-    if role is None:
-        return "Refused: its creator is no longer on the team."
-    lost = merchant_roles.SCOPE_ACTIONS.get(key.scope, frozenset()) - merchant_roles.key_actions(
-        key.scope, role
-    )
-    if not lost:
-        return ""
-    doing = ", ".join(merchant_roles.ROLE_TABLE[a].doing for a in sorted(lost))
-    return f"Limited to its creator's role ({Role(role).label.lower()}): cannot {doing}."
 
 
 @never_cache
