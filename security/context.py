@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 
 from security.client_ip import client_ip
 
-__all__ = ["RequestContext", "RequestContextMiddleware", "bind", "client_ip", "current"]
+__all__ = ["RequestContext", "RequestContextMiddleware", "bind", "current"]
 
 
 @dataclass(frozen=True)
