@@ -41,10 +41,10 @@ import stripe
 from django.test import Client
 from django.urls import reverse
 
-from payments.models import CheckoutSession, Payment, PaymentSettings, Refund, WebhookEvent
+from payments.models import CheckoutSession, Payment, Refund, WebhookEvent
 from tests.fakes.stripe_fake import StripeFake
-from tests.payments.conftest import STRIPE_PUBLISHABLE_KEY, STRIPE_SECRET_KEY, WEBHOOK_SECRET
-from tests.payments.helpers import latest_payment, new_session, pay
+from tests.payments.conftest import STRIPE_SECRET_KEY, WEBHOOK_SECRET
+from tests.payments.helpers import latest_payment, new_session, pay, use_stripe
 from tests.payments.matrix_helpers import (
     CREATED,
     STRIPE_CARD_CASES,
@@ -105,11 +105,7 @@ class StripeWorld:
 
 @pytest.fixture
 def world(settings, stripe_fake, tenant, client, django_capture_on_commit_callbacks) -> StripeWorld:
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
-    PaymentSettings.objects.update_or_create(merchant=tenant.merchant, defaults={"gateway": "stripe"})
+    use_stripe(settings, stripe_fake, tenant)
     return StripeWorld(tenant, stripe_fake, client, django_capture_on_commit_callbacks)
 
 

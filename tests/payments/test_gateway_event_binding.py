@@ -35,12 +35,11 @@ from tests.fakes.braintree_fake import BraintreeFake
 from tests.fakes.stripe_fake import StripeFake
 from tests.payments import braintree_notifications
 from tests.payments.conftest import (
-    STRIPE_PUBLISHABLE_KEY,
     STRIPE_SECRET_KEY,
     WEBHOOK_SECRET,
     make_braintree_gateway,
 )
-from tests.payments.helpers import latest_payment, new_session, pay
+from tests.payments.helpers import latest_payment, new_session, pay, use_braintree, use_stripe
 from tests.payments.test_webhook_wsgi import CountingDjango, call
 
 pytestmark = pytest.mark.django_db
@@ -155,10 +154,7 @@ class StripeWorld:
 
 @pytest.fixture
 def sworld(settings, stripe_fake, tenant, outsider, django_capture_on_commit_callbacks) -> StripeWorld:
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
+    use_stripe(settings, stripe_fake)
     for who, account in ((tenant, VICTIM_ACCOUNT), (outsider, ATTACKER_ACCOUNT)):
         PaymentSettings.objects.update_or_create(
             merchant=who.merchant, defaults={"gateway": "stripe", "stripe_account": account}
@@ -453,15 +449,7 @@ class BraintreeWorld:
 
 @pytest.fixture
 def bworld(settings, braintree_fake, tenant, django_capture_on_commit_callbacks) -> BraintreeWorld:
-    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
-    settings.BRAINTREE_ENVIRONMENT = "sandbox"
-    settings.BRAINTREE_MERCHANT_ID = braintree_fake.merchant_id
-    settings.BRAINTREE_PUBLIC_KEY = braintree_fake.public_key
-    settings.BRAINTREE_PRIVATE_KEY = braintree_fake.private_key
-    settings.BRAINTREE_API_URL = braintree_fake.url
-    PaymentSettings.objects.update_or_create(
-        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
-    )
+    use_braintree(settings, braintree_fake, tenant)
     sdk = make_braintree_gateway(braintree_fake).sdk
     return BraintreeWorld(braintree_fake, sdk, tenant, django_capture_on_commit_callbacks)
 
