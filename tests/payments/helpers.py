@@ -105,6 +105,21 @@ def post_stripe_event(
     )
 
 
+def deliver_stripe_webhook(run_on_commit: Any, payload: str, signature: str, *, apply: bool = True):  # noqa: ANN201 - a test response
+    """Stripe POSTs a signed event to our endpoint, which answers 200; the apply task runs (eagerly)
+    once the row is committed, unless ``apply`` is off. ``run_on_commit`` is
+    ``django_capture_on_commit_callbacks``."""
+    with run_on_commit(execute=apply):
+        response = Client().post(
+            "/webhooks/stripe/",
+            data=payload,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=signature,
+        )
+    assert response.status_code == 200, response.content
+    return response
+
+
 def started_payments(client: Client, tenant, n: int) -> list[Payment]:
     """``n`` payments as a customer's visit to each checkout page leaves them."""
     payments = []

@@ -39,7 +39,14 @@ from tests.payments.conftest import (
     WEBHOOK_SECRET,
     make_braintree_gateway,
 )
-from tests.payments.helpers import latest_payment, new_session, pay, use_braintree, use_stripe
+from tests.payments.helpers import (
+    deliver_stripe_webhook,
+    latest_payment,
+    new_session,
+    pay,
+    use_braintree,
+    use_stripe,
+)
 from tests.payments.test_webhook_wsgi import CountingDjango, call
 
 pytestmark = pytest.mark.django_db
@@ -141,14 +148,7 @@ class StripeWorld:
     ) -> WebhookEvent:
         """Stripe POSTs the signed event to our endpoint; the drain applies it (unless ``apply`` is off)."""
         payload, signature = self.signed(event_type, obj, account=account, livemode=livemode)
-        with self.run_on_commit(execute=apply):
-            response = Client().post(
-                "/webhooks/stripe/",
-                data=payload,
-                content_type="application/json",
-                HTTP_STRIPE_SIGNATURE=signature,
-            )
-        assert response.status_code == 200, response.content
+        deliver_stripe_webhook(self.run_on_commit, payload, signature, apply=apply)
         return WebhookEvent.objects.get(event_id=json.loads(payload)["id"])
 
 
