@@ -4,6 +4,7 @@
   for each test; inspect ``.requests`` to see what the SDK sent.
 * ``stripe_gateway`` / ``braintree_gateway``: our adapters pointed at the fakes.
 * ``simulated_gateway``: the simulated gateway (uses the database).
+* ``receiver`` / ``scheduled``: a merchant's webhook receiver; broker countdowns recorded, not queued.
 * ``payment_request``: builds a :class:`PaymentRequest` with a fresh ``pay_...`` id.
 
 Keys are built at run time and are obviously fake.
@@ -23,7 +24,7 @@ from payments.gateways.stripe import StripeGateway
 from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.fakes.stripe_fake import StripeFake
-from tests.payments.webhook_helpers import dns, receiver, receiver_server  # noqa: F401 - merchant webhook fixtures
+from tests.payments.webhook_helpers import dns, receiver, receiver_server, scheduled  # noqa: F401 - merchant webhook fixtures
 
 STRIPE_SECRET_KEY = "sk_test_" + "x" * 8
 STRIPE_PUBLISHABLE_KEY = "pk_test_" + "x" * 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import connections
 from django.test import Client
@@ -12,9 +12,38 @@ from django.test import Client
 from payments import services
 from payments.gateways import registry
 from payments.gateways.simulated import build_signed_event
-from payments.models import CheckoutSession, Payment
+from payments.models import CheckoutSession, Payment, PaymentSettings
+from tests.fakes.braintree_fake import BraintreeFake
+from tests.fakes.stripe_fake import StripeFake
+from tests.payments.conftest import STRIPE_PUBLISHABLE_KEY, STRIPE_SECRET_KEY, WEBHOOK_SECRET
 
 T = TypeVar("T")
+
+
+def use_stripe(settings: Any, fake: StripeFake, tenant: Any = None) -> StripeFake:
+    """Point the platform's Stripe keys at the fake; with ``tenant``, that merchant checks out on Stripe."""
+    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
+    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = fake.url
+    if tenant is not None:
+        PaymentSettings.objects.update_or_create(merchant=tenant.merchant, defaults={"gateway": "stripe"})
+    return fake
+
+
+def use_braintree(settings: Any, fake: BraintreeFake, tenant: Any) -> BraintreeFake:
+    """Stripe off, Braintree's sandbox keys at the fake; ``tenant`` checks out on Braintree (``fake_usd``)."""
+    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
+    settings.BRAINTREE_ENVIRONMENT = "sandbox"
+    settings.BRAINTREE_MERCHANT_ID = fake.merchant_id
+    settings.BRAINTREE_PUBLIC_KEY = fake.public_key
+    settings.BRAINTREE_PRIVATE_KEY = fake.private_key
+    settings.BRAINTREE_API_URL = fake.url
+    PaymentSettings.objects.update_or_create(
+        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
+    )
+    return fake
+
 
 # Stripe's decline test PaymentMethods and what Stripe answers for each (the simulated gateway mirrors
 # them): payment method, decline code, customer message, whether trying again may succeed.
@@ -74,6 +103,21 @@ def post_stripe_event(
         content_type="application/json",
         HTTP_STRIPE_SIGNATURE=headers["Stripe-Signature"],
     )
+
+
+def deliver_stripe_webhook(run_on_commit: Any, payload: str, signature: str, *, apply: bool = True):  # noqa: ANN201 - a test response
+    """Stripe POSTs a signed event to our endpoint, which answers 200; the apply task runs (eagerly)
+    once the row is committed, unless ``apply`` is off. ``run_on_commit`` is
+    ``django_capture_on_commit_callbacks``."""
+    with run_on_commit(execute=apply):
+        response = Client().post(
+            "/webhooks/stripe/",
+            data=payload,
+            content_type="application/json",
+            HTTP_STRIPE_SIGNATURE=signature,
+        )
+    assert response.status_code == 200, response.content
+    return response
 
 
 def started_payments(client: Client, tenant, n: int) -> list[Payment]:

@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from payments import services
 from payments.checkout_limits import BUSY_MESSAGE
-from payments.models import CheckoutSession, Payment, PaymentSettings
+from payments.models import CheckoutSession, Payment
 from tests.fakes.stripe_fake import StripeFake
-from tests.payments.conftest import STRIPE_PUBLISHABLE_KEY, STRIPE_SECRET_KEY, WEBHOOK_SECRET
-from tests.payments.helpers import latest_payment
+from tests.payments.conftest import STRIPE_SECRET_KEY
+from tests.payments.helpers import latest_payment, use_stripe
 from tests.payments.matrix_helpers import text
 
 pytestmark = pytest.mark.django_db
@@ -29,12 +29,7 @@ CREATE = ("POST", "/v1/payment_intents")
 
 @pytest.fixture
 def on_stripe(settings, stripe_fake: StripeFake, tenant: Any) -> StripeFake:
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
-    PaymentSettings.objects.update_or_create(merchant=tenant.merchant, defaults={"gateway": "stripe"})
-    return stripe_fake
+    return use_stripe(settings, stripe_fake, tenant)
 
 
 def month_long_link(tenant: Any) -> CheckoutSession:

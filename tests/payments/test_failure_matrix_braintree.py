@@ -55,7 +55,7 @@ from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.payments import braintree_notifications
 from tests.payments.conftest import make_braintree_gateway
-from tests.payments.helpers import latest_payment, new_session
+from tests.payments.helpers import latest_payment, new_session, use_braintree
 from tests.payments.matrix_helpers import (
     CREATED,
     assert_declined_at_checkout,
@@ -120,15 +120,7 @@ class BraintreeWorld:
 
 @pytest.fixture
 def world(settings, braintree_fake, tenant, client, django_capture_on_commit_callbacks) -> BraintreeWorld:
-    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
-    settings.BRAINTREE_ENVIRONMENT = "sandbox"
-    settings.BRAINTREE_MERCHANT_ID = braintree_fake.merchant_id
-    settings.BRAINTREE_PUBLIC_KEY = braintree_fake.public_key
-    settings.BRAINTREE_PRIVATE_KEY = braintree_fake.private_key
-    settings.BRAINTREE_API_URL = braintree_fake.url
-    PaymentSettings.objects.update_or_create(
-        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
-    )
+    use_braintree(settings, braintree_fake, tenant)
     sdk = make_braintree_gateway(braintree_fake).sdk
     return BraintreeWorld(tenant, braintree_fake, sdk, client, django_capture_on_commit_callbacks)
 

@@ -41,10 +41,10 @@ import stripe
 from django.test import Client
 from django.urls import reverse
 
-from payments.models import CheckoutSession, Payment, PaymentSettings, Refund, WebhookEvent
+from payments.models import CheckoutSession, Payment, Refund, WebhookEvent
 from tests.fakes.stripe_fake import StripeFake
-from tests.payments.conftest import STRIPE_PUBLISHABLE_KEY, STRIPE_SECRET_KEY, WEBHOOK_SECRET
-from tests.payments.helpers import latest_payment, new_session, pay
+from tests.payments.conftest import STRIPE_SECRET_KEY, WEBHOOK_SECRET
+from tests.payments.helpers import deliver_stripe_webhook, latest_payment, new_session, pay, use_stripe
 from tests.payments.matrix_helpers import (
     CREATED,
     STRIPE_CARD_CASES,
@@ -85,15 +85,7 @@ class StripeWorld:
 
     def deliver(self, payload: str, signature: str):  # noqa: ANN201 - a test response
         """POST to our endpoint; the apply task runs (eagerly) once the row is committed."""
-        with self.run_on_commit(execute=True):
-            response = Client().post(
-                "/webhooks/stripe/",
-                data=payload,
-                content_type="application/json",
-                HTTP_STRIPE_SIGNATURE=signature,
-            )
-        assert response.status_code == 200, response.content
-        return response
+        return deliver_stripe_webhook(self.run_on_commit, payload, signature)
 
     def send(self, event_type: str, obj: dict[str, Any], *, created: int | None = None):  # noqa: ANN201
         return self.deliver(*self.event(event_type, obj, created=created))
@@ -105,11 +97,7 @@ class StripeWorld:
 
 @pytest.fixture
 def world(settings, stripe_fake, tenant, client, django_capture_on_commit_callbacks) -> StripeWorld:
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
-    PaymentSettings.objects.update_or_create(merchant=tenant.merchant, defaults={"gateway": "stripe"})
+    use_stripe(settings, stripe_fake, tenant)
     return StripeWorld(tenant, stripe_fake, client, django_capture_on_commit_callbacks)
 
 

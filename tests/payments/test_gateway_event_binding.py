@@ -35,12 +35,18 @@ from tests.fakes.braintree_fake import BraintreeFake
 from tests.fakes.stripe_fake import StripeFake
 from tests.payments import braintree_notifications
 from tests.payments.conftest import (
-    STRIPE_PUBLISHABLE_KEY,
     STRIPE_SECRET_KEY,
     WEBHOOK_SECRET,
     make_braintree_gateway,
 )
-from tests.payments.helpers import latest_payment, new_session, pay
+from tests.payments.helpers import (
+    deliver_stripe_webhook,
+    latest_payment,
+    new_session,
+    pay,
+    use_braintree,
+    use_stripe,
+)
 from tests.payments.test_webhook_wsgi import CountingDjango, call
 
 pytestmark = pytest.mark.django_db
@@ -142,23 +148,13 @@ class StripeWorld:
     ) -> WebhookEvent:
         """Stripe POSTs the signed event to our endpoint; the drain applies it (unless ``apply`` is off)."""
         payload, signature = self.signed(event_type, obj, account=account, livemode=livemode)
-        with self.run_on_commit(execute=apply):
-            response = Client().post(
-                "/webhooks/stripe/",
-                data=payload,
-                content_type="application/json",
-                HTTP_STRIPE_SIGNATURE=signature,
-            )
-        assert response.status_code == 200, response.content
+        deliver_stripe_webhook(self.run_on_commit, payload, signature, apply=apply)
         return WebhookEvent.objects.get(event_id=json.loads(payload)["id"])
 
 
 @pytest.fixture
 def sworld(settings, stripe_fake, tenant, outsider, django_capture_on_commit_callbacks) -> StripeWorld:
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
+    use_stripe(settings, stripe_fake)
     for who, account in ((tenant, VICTIM_ACCOUNT), (outsider, ATTACKER_ACCOUNT)):
         PaymentSettings.objects.update_or_create(
             merchant=who.merchant, defaults={"gateway": "stripe", "stripe_account": account}
@@ -453,15 +449,7 @@ class BraintreeWorld:
 
 @pytest.fixture
 def bworld(settings, braintree_fake, tenant, django_capture_on_commit_callbacks) -> BraintreeWorld:
-    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
-    settings.BRAINTREE_ENVIRONMENT = "sandbox"
-    settings.BRAINTREE_MERCHANT_ID = braintree_fake.merchant_id
-    settings.BRAINTREE_PUBLIC_KEY = braintree_fake.public_key
-    settings.BRAINTREE_PRIVATE_KEY = braintree_fake.private_key
-    settings.BRAINTREE_API_URL = braintree_fake.url
-    PaymentSettings.objects.update_or_create(
-        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
-    )
+    use_braintree(settings, braintree_fake, tenant)
     sdk = make_braintree_gateway(braintree_fake).sdk
     return BraintreeWorld(braintree_fake, sdk, tenant, django_capture_on_commit_callbacks)
 

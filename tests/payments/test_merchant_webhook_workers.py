@@ -31,18 +31,6 @@ def _fresh_rate_limits():
     cache.clear()
 
 
-@pytest.fixture
-def scheduled(monkeypatch) -> list[float]:
-    """Countdowns handed to the broker (recorded instead of queued)."""
-    countdowns: list[float] = []
-
-    def record(args=None, kwargs=None, countdown=None, **options):  # noqa: ANN001, ANN202
-        countdowns.append(countdown)
-
-    monkeypatch.setattr(tasks.deliver_merchant_webhook, "apply_async", record)
-    return countdowns
-
-
 @pytest.mark.parametrize("phase", ["headers", "body"])
 def test_an_endpoint_dripping_its_answer_fails_the_attempt_at_the_deadline_and_is_retried_later(
     tenant, receiver, settings, scheduled, django_capture_on_commit_callbacks, phase

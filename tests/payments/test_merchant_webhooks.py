@@ -35,18 +35,6 @@ def _fresh_rate_limits():
     cache.clear()
 
 
-@pytest.fixture
-def scheduled(monkeypatch) -> list[float]:
-    """Countdowns handed to the broker for retries (recorded instead of queued)."""
-    countdowns: list[float] = []
-
-    def record(args=None, kwargs=None, countdown=None, **options):  # noqa: ANN001, ANN202
-        countdowns.append(countdown)
-
-    monkeypatch.setattr(tasks.deliver_merchant_webhook, "apply_async", record)
-    return countdowns
-
-
 def parse_signature(header: str) -> tuple[int, str]:
     parts = dict(part.split("=", 1) for part in header.split(","))
     return int(parts["t"]), parts["v1"]

@@ -17,14 +17,13 @@ from django.test import Client
 from django.utils import timezone
 
 from payments import services
-from payments.models import Payment, PaymentSettings, Refund
+from payments.models import Payment, Refund
 from security.audit import verify_chain
 from security.ids import new_public_id
 from tests.fakes.braintree_fake import BraintreeFake
 from tests.fakes.stripe_fake import StripeFake
 from tests.payments.api_helpers import call, key_for
-from tests.payments.conftest import STRIPE_PUBLISHABLE_KEY, STRIPE_SECRET_KEY, WEBHOOK_SECRET
-from tests.payments.helpers import latest_payment, new_session, pay
+from tests.payments.helpers import latest_payment, new_session, pay, use_braintree, use_stripe
 from tests.payments.matrix_helpers import merchant_client, merchant_page, refund_from_page, text
 
 pytestmark = pytest.mark.django_db
@@ -38,26 +37,12 @@ STRIPE_TRIES = 3
 
 @pytest.fixture
 def on_stripe(settings, stripe_fake: StripeFake, tenant: Any) -> StripeFake:
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
-    PaymentSettings.objects.update_or_create(merchant=tenant.merchant, defaults={"gateway": "stripe"})
-    return stripe_fake
+    return use_stripe(settings, stripe_fake, tenant)
 
 
 @pytest.fixture
 def on_braintree(settings, braintree_fake: BraintreeFake, tenant: Any) -> BraintreeFake:
-    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
-    settings.BRAINTREE_ENVIRONMENT = "sandbox"
-    settings.BRAINTREE_MERCHANT_ID = braintree_fake.merchant_id
-    settings.BRAINTREE_PUBLIC_KEY = braintree_fake.public_key
-    settings.BRAINTREE_PRIVATE_KEY = braintree_fake.private_key
-    settings.BRAINTREE_API_URL = braintree_fake.url
-    PaymentSettings.objects.update_or_create(
-        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
-    )
-    return braintree_fake
+    return use_braintree(settings, braintree_fake, tenant)
 
 
 def stripe_paid(tenant: Any, amount: int = 2500) -> Payment:

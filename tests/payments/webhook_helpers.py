@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from payments import tasks
 from payments.merchant_webhooks import IssuedEndpoint, webhook_endpoint_create
 from tests.fakes.merchant_receiver import MerchantReceiver
 
@@ -64,6 +65,18 @@ def receiver(receiver_server: MerchantReceiver, dns: FakeDNS, settings) -> Merch
     settings.OUTBOUND_ALLOW_LOOPBACK_FOR_TESTS = True
     receiver_server.reset()
     return receiver_server
+
+
+@pytest.fixture
+def scheduled(monkeypatch) -> list[float]:
+    """Countdowns handed to the broker for retries (recorded instead of queued)."""
+    countdowns: list[float] = []
+
+    def record(args=None, kwargs=None, countdown=None, **options):  # noqa: ANN001, ANN202
+        countdowns.append(countdown)
+
+    monkeypatch.setattr(tasks.deliver_merchant_webhook, "apply_async", record)
+    return countdowns
 
 
 def receiver_url(receiver: MerchantReceiver, path: str = "/hooks/fintech") -> str:

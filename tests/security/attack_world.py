@@ -161,6 +161,19 @@ def module_world(django_db_blocker: Any) -> Iterator[World]:
             transaction.set_rollback(True)
 
 
+@pytest.fixture(scope="module", name="shared_world")
+def shared_world_fixture(django_db_setup, django_db_blocker) -> Iterator[World]:  # noqa: ANN001
+    """One victim world for the module; each test's changes are rolled back to its savepoint."""
+    with module_world(django_db_blocker) as world:
+        yield world
+
+
+@pytest.fixture(name="world")
+def world_fixture(shared_world: World, db: None, dns) -> World:  # noqa: ANN001 - dns: the importing module's fixture
+    """The module's victim world, with made-up DNS (import ``shared_world_fixture`` and this one)."""
+    return shared_world
+
+
 def member(world: World, role: str) -> User:
     """A person on the victim's team with ``role`` (one per role, made on first use)."""
     users = world.extra.setdefault("members", {})

@@ -23,7 +23,7 @@ from django.test import Client
 from django.urls import reverse
 
 from payments.merchant_webhooks import webhook_endpoint_create
-from payments.models import CheckoutSession, Payment, PaymentEvent, PaymentSettings, WebhookDelivery
+from payments.models import CheckoutSession, Payment, PaymentEvent, WebhookDelivery
 from payments.models.gateway_state import SimulatedIntent
 from security.models import AuditEvent
 from tests.conftest import Tenant
@@ -36,7 +36,7 @@ from tests.payments.conftest import (  # noqa: F401 - fixtures
     stripe_fake,
     stripe_fake_server,
 )
-from tests.payments.helpers import latest_payment, new_session
+from tests.payments.helpers import latest_payment, new_session, use_braintree, use_stripe
 from tests.payments.webhook_helpers import dns  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db
@@ -97,12 +97,7 @@ def test_simulated_checkout_keeps_the_links_amount_and_currency(
 
 @pytest.fixture
 def stripe_shop(settings, stripe_fake, tenant: Tenant):  # noqa: ANN201, F811
-    settings.STRIPE_SECRET_KEY = STRIPE_SECRET_KEY
-    settings.STRIPE_PUBLISHABLE_KEY = STRIPE_PUBLISHABLE_KEY
-    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-    settings.STRIPE_API_BASE = stripe_fake.url
-    PaymentSettings.objects.update_or_create(merchant=tenant.merchant, defaults={"gateway": "stripe"})
-    return stripe_fake
+    return use_stripe(settings, stripe_fake, tenant)
 
 
 def _stripe_amounts(fake) -> list[tuple[Any, Any]]:  # noqa: ANN001
@@ -161,16 +156,7 @@ def test_stripe_return_with_another_intent_in_the_query_does_not_pay_the_link(
 
 @pytest.fixture
 def braintree_shop(settings, braintree_fake, tenant: Tenant):  # noqa: ANN201, F811
-    settings.STRIPE_SECRET_KEY = settings.STRIPE_PUBLISHABLE_KEY = ""
-    settings.BRAINTREE_ENVIRONMENT = "sandbox"
-    settings.BRAINTREE_MERCHANT_ID = braintree_fake.merchant_id
-    settings.BRAINTREE_PUBLIC_KEY = braintree_fake.public_key
-    settings.BRAINTREE_PRIVATE_KEY = braintree_fake.private_key
-    settings.BRAINTREE_API_URL = braintree_fake.url
-    PaymentSettings.objects.update_or_create(
-        merchant=tenant.merchant, defaults={"gateway": "braintree", "braintree_merchant_account": "fake_usd"}
-    )
-    return braintree_fake
+    return use_braintree(settings, braintree_fake, tenant)
 
 
 def _braintree_sales(fake) -> list[tuple[Any, Any]]:  # noqa: ANN001

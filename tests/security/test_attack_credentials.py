@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -32,25 +32,20 @@ from accounts.otp import OTP_VERIFIED_AT
 from payments.models import CheckoutSession, Payment, PaymentSettings
 from tests.payments.dashboard_helpers import make_payment
 from tests.payments.webhook_helpers import dns  # noqa: F401 - fixture
-from tests.security.attack_world import World, changed_tables, module_world, snapshot, verified
+from tests.security.attack_world import (
+    World,
+    changed_tables,
+    shared_world_fixture,  # noqa: F401 - fixture
+    snapshot,
+    verified,
+    world_fixture,  # noqa: F401 - fixture
+)
 
 pytestmark = pytest.mark.django_db
 
 COOKIE = settings.SESSION_COOKIE_NAME
 ATTACKER_SECRET_KEY = "attacker-chosen-secret-key-" + "x" * 40
 BACKEND = "allauth.account.auth_backends.AuthenticationBackend"
-
-
-@pytest.fixture(scope="module")
-def shared_world(django_db_setup, django_db_blocker) -> Iterator[World]:  # noqa: ANN001
-    """One victim world for the module; each test's changes are rolled back to its savepoint."""
-    with module_world(django_db_blocker) as world:
-        yield world
-
-
-@pytest.fixture
-def world(shared_world: World, db: None, dns) -> World:  # noqa: F811 - the fixture imported above
-    return shared_world
 
 
 def _fresh_member(world: World, role: str = Role.ADMIN) -> User:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,12 +76,13 @@ from tests.security.attack_world import (
     changed_tables,
     is_admin,
     member,
-    module_world,
     object_view_names,
     sample_url,
+    shared_world_fixture,  # noqa: F401 - fixture
     snapshot,
     url_for,
     verified,
+    world_fixture,  # noqa: F401 - fixture
 )
 
 pytestmark = pytest.mark.django_db
@@ -172,18 +172,6 @@ FORM_ACTIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "payment_links": ({}, {"amount": "1.00", "currency": "EUR", "expires_in_minutes": "1440"}),
     "payments_export_create": ({}, {}),
 }
-
-
-@pytest.fixture(scope="module")
-def shared_world(django_db_setup, django_db_blocker) -> Iterator[World]:  # noqa: ANN001
-    """One victim world for the module; each test's changes are rolled back to its savepoint."""
-    with module_world(django_db_blocker) as world:
-        yield world
-
-
-@pytest.fixture
-def world(shared_world: World, db: None, dns) -> World:  # noqa: F811 - the fixture imported above
-    return shared_world
 
 
 def _is_api(url: str) -> bool:
