@@ -2,7 +2,7 @@
 
 The same limiter as the merchant API (Django REST framework's ``SimpleRateThrottle``, counting
 in the shared cache, so every web process agrees), keyed by the client address as
-:func:`security.context.client_ip` reads it. Every page under ``/pay/`` opens or reads a
+:func:`security.client_ip.client_ip` reads it. Every page under ``/pay/`` opens or reads a
 payment at the gateway, so one address cannot make them call it without end.
 """
 
@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from rest_framework.throttling import SimpleRateThrottle
 
-from security.context import client_ip
+from security.client_ip import client_ip
 
 BUSY_MESSAGE = "Too many requests from your network. Wait a minute, then reload this page."
 
