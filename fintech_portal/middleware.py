@@ -35,10 +35,13 @@ class LeanPathMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if self.prefixes and request.path_info.startswith(self.prefixes):
-            try:
-                match = resolve(request.path_info)
-            except Resolver404:
-                match = None
+            # The body-limit middleware above may already have resolved it (a large body).
+            match = request.resolver_match
+            if match is None:
+                try:
+                    match = resolve(request.path_info)
+                except Resolver404:
+                    match = None
             if match is not None and match.view_name in self.names:
                 request.resolver_match = match
                 # No ``SELECT 1`` health check before the one INSERT: if a kept connection has

@@ -507,13 +507,18 @@ class _Claim:
 
 
 def _claim(delivery_pk: int, now: datetime) -> _Claim:
-    merchant_id = WebhookDelivery.objects.filter(pk=delivery_pk).values_list("merchant_id", flat=True).first()
-    if merchant_id is None:
-        return _Claim(None, "gone")
     with transaction.atomic():
         # The merchant's row serialises claims for one merchant (always taken before the
         # delivery's), so two workers cannot both count the same free slot under the cap.
-        list(Merchant.objects.select_for_update().filter(pk=merchant_id).values_list("pk", flat=True))
+        # Found and locked in one statement (the delivery's merchant never changes).
+        merchant_id = (
+            Merchant.objects.select_for_update()
+            .filter(pk__in=WebhookDelivery.objects.filter(pk=delivery_pk).values("merchant_id"))
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if merchant_id is None:
+            return _Claim(None, "gone")
         delivery = (
             WebhookDelivery.objects.select_for_update(of=("self",))
             .select_related("endpoint")

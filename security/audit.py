@@ -110,6 +110,9 @@ _keys_lock = threading.Lock()
 
 def chain_keys() -> ChainKeys:
     global _keys
+    keys = _keys  # read once: the lock is only for the first load (every append asks)
+    if keys is not None:
+        return keys
     with _keys_lock:
         if _keys is None:
             _keys = chain_keys_from_settings()

@@ -52,6 +52,7 @@ def limit_for(request: HttpRequest) -> int:
         match = resolve(request.path_info)
     except Resolver404:
         return default
+    request.resolver_match = match  # kept for LeanPathMiddleware, which would resolve it again
     own = getattr(match.func, ATTRIBUTE, None)
     if own is None:
         own = getattr(settings, "REQUEST_BODY_LIMITS", {}).get(match.view_name)

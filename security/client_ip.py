@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -72,6 +72,18 @@ def client_ip_from_meta(meta: Mapping[str, Any]) -> str | None:
     return trusted[0]
 
 
+_CACHE_ATTRIBUTE = "_security_client_ip"
+_UNSET = object()
+
+
 def client_ip(request: HttpRequest) -> str | None:
-    """The address of the client that sent ``request`` (the module's rule)."""
-    return client_ip_from_meta(request.META)
+    """The address of the client that sent ``request`` (the module's rule).
+
+    Worked out once per request and kept on it: the audit context, the lockouts, the rate
+    limits and the API key's last use all ask for the same request.
+    """
+    cached = getattr(request, _CACHE_ATTRIBUTE, _UNSET)
+    if cached is _UNSET:
+        cached = client_ip_from_meta(request.META)
+        setattr(request, _CACHE_ATTRIBUTE, cached)
+    return cast("str | None", cached)
